@@ -1,1 +1,78 @@
-fn main() {}
+//! `hostmesh-control`: the central server of the mesh, and the operator's tool for its CA and
+//! join tokens.
+
+mod ca_cmd;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Default home of the CA files (Istio's plug-in layout).
+const DEFAULT_CA_DIR: &str = "/var/lib/hostmesh/ca";
+/// Default home of the join token key and the record of used tokens.
+const DEFAULT_STATE_DIR: &str = "/var/lib/hostmesh/control";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostmesh-control",
+    version,
+    about = "The hostmesh control server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control server: the certificate service on the xDS port.
+    Run(run::RunArgs),
+    /// Create or use the file-backed CA.
+    #[command(subcommand)]
+    Ca(ca_cmd::CaCommand),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(ca_cmd::TokenCommand),
+}
+
+/// Where the control server keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+struct StateArgs {
+    /// Directory of the join token key and the record of used tokens.
+    #[arg(long, env = "HOSTMESH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+impl StateArgs {
+    fn token_key(&self) -> PathBuf {
+        self.state_dir.join("join-token.key")
+    }
+    fn used_tokens(&self) -> PathBuf {
+        self.state_dir.join("used-join-tokens")
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Ca(cmd) => ca_cmd::ca(cmd),
+        Command::Token(cmd) => ca_cmd::token(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hostmesh-control: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
