@@ -33,11 +33,11 @@ pub enum TokenError {
     #[error("the join token was not issued by this control server (signature mismatch)")]
     BadSignature,
     #[error(
-        "the join token expired at {0} (unix time); create a new one with `hostmesh-control token create`"
+        "the join token expired at {}; create a new one with `hostmesh-control token create`", rfc3339(*.0)
     )]
     Expired(u64),
     #[error(
-        "the join token was already used at {0} (unix time); a token allows one first certificate only"
+        "the join token was already used at {}; a token allows one first certificate only", rfc3339(*.0)
     )]
     AlreadyUsed(u64),
     #[error(transparent)]
