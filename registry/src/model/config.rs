@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::istio::networking::DestinationRuleSpec;
 use super::istio::networking::{GatewaySpec, ReadinessProbe, VirtualServiceSpec};
@@ -207,7 +208,7 @@ pub struct WorkloadGroup {
     pub annotations: BTreeMap<String, String>,
     /// The template; its address is always absent.
     pub template: Workload,
-    pub probe: Option<ReadinessProbe>,
+    pub probe: Option<Arc<ReadinessProbe>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,8 +217,8 @@ pub struct VirtualService {
     /// Hosts, short names qualified in the object's namespace.
     pub hosts: Vec<Hostname>,
     pub gateways: Vec<String>,
-    /// The checked spec, as written.
-    pub spec: VirtualServiceSpec,
+    /// The checked spec, as written (shared: specs are large and never change).
+    pub spec: Arc<VirtualServiceSpec>,
 }
 
 /// A named subset of a destination's endpoints.
@@ -233,14 +234,14 @@ pub struct DestinationRule {
     /// The host, qualified in the object's namespace.
     pub host: Hostname,
     pub subsets: Vec<Subset>,
-    pub spec: DestinationRuleSpec,
+    pub spec: Arc<DestinationRuleSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
     pub meta: Meta,
     pub selector: Labels,
-    pub spec: GatewaySpec,
+    pub spec: Arc<GatewaySpec>,
 }
 
 /// `PeerAuthentication` mutual TLS mode.
@@ -280,7 +281,7 @@ pub struct AuthorizationPolicy {
     pub action: AuthorizationAction,
     /// The extension provider of a CUSTOM policy.
     pub provider: Option<String>,
-    pub spec: AuthorizationPolicySpec,
+    pub spec: Arc<AuthorizationPolicySpec>,
 }
 
 /// Any validated object.

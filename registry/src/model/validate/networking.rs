@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::{
     Context, Errors, FieldError, duration, host, is_ip_or_cidr, labels, one_of, percent, port,
@@ -341,7 +342,7 @@ pub fn workload_group(
         labels: group_labels,
         annotations,
         template,
-        probe: spec.probe.clone(),
+        probe: spec.probe.clone().map(Arc::new),
     })
 }
 
@@ -421,7 +422,7 @@ pub fn virtual_service(
         meta,
         hosts,
         gateways: spec.gateways.clone(),
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
     })
 }
 
@@ -710,7 +711,7 @@ pub fn destination_rule(
             meta,
             host,
             subsets,
-            spec: spec.clone(),
+            spec: Arc::new(spec.clone()),
         }),
         None => Err(errs.0),
     }
@@ -900,6 +901,6 @@ pub fn gateway(meta: Meta, spec: &GatewaySpec, _ctx: &Context) -> Result<Gateway
     errs.finish(Gateway {
         meta,
         selector,
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
     })
 }

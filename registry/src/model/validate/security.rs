@@ -1,6 +1,7 @@
 //! Validation of `security.istio.io` objects.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Context, Errors, FieldError, is_ip_or_cidr, labels, one_of, port};
 use crate::model::config::{
@@ -133,7 +134,7 @@ pub fn authorization_policy(
         selector,
         action,
         provider,
-        spec: spec.clone(),
+        spec: Arc::new(spec.clone()),
     })
 }
 
