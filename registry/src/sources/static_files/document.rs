@@ -18,6 +18,20 @@ pub struct RawDocument {
 }
 
 impl RawDocument {
+    /// The first line with content (not blank, not a comment): where the object is said to
+    /// be. The document's first line when there is none.
+    pub fn content_line(&self) -> usize {
+        self.text
+            .lines()
+            .enumerate()
+            .skip(self.start_line.saturating_sub(1))
+            .find(|(_, l)| {
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with('#')
+            })
+            .map_or(self.start_line, |(i, _)| i + 1)
+    }
+
     /// Does the document hold nothing but blank lines and comments?
     pub fn is_empty(&self) -> bool {
         self.text.lines().all(|l| {

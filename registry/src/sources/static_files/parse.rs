@@ -178,7 +178,7 @@ fn parse_document(
     object
         .map(|object| LoadedObject {
             object,
-            line: doc.start_line,
+            line: doc.content_line(),
         })
         .map_err(to_doc_errors)
 }
