@@ -4,14 +4,14 @@
 //! (`spec.ports[0].number`), so that a source can point at the line.
 
 mod networking;
+mod routing;
 mod security;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub use networking::{
-    destination_rule, gateway, service_entry, virtual_service, workload_entry, workload_group,
-};
+pub use networking::{service_entry, workload_entry, workload_group};
+pub use routing::{destination_rule, gateway, virtual_service};
 pub use security::{authorization_policy, peer_authentication};
 
 use super::config::Meta;
