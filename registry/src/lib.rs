@@ -7,3 +7,6 @@
 //!
 //! Must not depend on `hostmesh-proxy`: data flows registries → model → xDS → proxy, and the
 //! only contract with the data plane is Envoy's xDS API.
+
+pub mod model;
+pub mod sources;

@@ -1,0 +1,90 @@
+//! `hostmesh`: the operator's command line.
+//!
+//! `hostmesh validate FILE…` checks registry files with the same parser and validation as
+//! the control server, prints each problem as `file:line: …`, and exits non-zero when any
+//! document is invalid. Later subcommands: `status`, `describe`, `config-dump`, `demo`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hostmesh_registry::model::ObjectKey;
+use hostmesh_registry::model::validate::Context;
+use hostmesh_registry::sources::static_files::parse_file;
+
+#[derive(Debug, Parser)]
+#[command(name = "hostmesh", version, about = "Operate a hostmesh mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check registry files (Istio YAML) as the control server would load them.
+    Validate {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hostmesh: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files } => validate(&files),
+    }
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let ctx = Context::default();
+    let mut failed = false;
+    let mut seen: BTreeSet<ObjectKey> = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let parsed = parse_file(file, &text, &ctx);
+        let mut duplicates = 0;
+        for o in &parsed.objects {
+            let key = o.object.key();
+            if !seen.insert(key.clone()) {
+                println!("{}:{}: {key}: duplicate object", file.display(), o.line);
+                duplicates += 1;
+            }
+        }
+        for e in &parsed.errors {
+            println!("{e}");
+        }
+        if parsed.errors.is_empty() && duplicates == 0 {
+            println!(
+                "{}: OK ({} {})",
+                file.display(),
+                parsed.objects.len(),
+                if parsed.objects.len() == 1 {
+                    "object"
+                } else {
+                    "objects"
+                }
+            );
+        } else {
+            failed = true;
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

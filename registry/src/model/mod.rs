@@ -1,0 +1,25 @@
+//! The model of the mesh: the contract between registries and the xDS translation.
+//!
+//! - [`types`]: small validated values (host names, ports, labels, identities).
+//! - [`protocol`]: port protocols and Istio's protocol selection.
+//! - [`istio`]: the wire shapes of Istio's objects, for serde.
+//! - [`validate`]: Istio's validation rules, wire shapes in, typed objects out.
+//! - [`config`]: the typed, validated objects.
+//! - [`snapshot`]: the immutable, versioned view built from a set of objects.
+//!
+//! Pure code: no I/O here.
+
+pub mod config;
+pub mod istio;
+pub mod protocol;
+pub mod snapshot;
+pub mod types;
+pub mod validate;
+
+pub use config::{ConfigObject, Kind, ObjectKey};
+pub use protocol::Protocol;
+pub use snapshot::{Endpoint, Service, Snapshot};
+pub use types::{Hostname, Identity, Labels, Namespace, PortNumber, TrustDomain};
+
+#[cfg(test)]
+mod tests;

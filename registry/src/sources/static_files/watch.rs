@@ -1,0 +1,191 @@
+//! The I/O edge of the static source: reading the folder, and watching it. The folder is
+//! watched (not the files: editors and Ansible replace files by rename); events are
+//! debounced, the folder is read again, and the new [`StaticView`] is published at once
+//! through a `tokio::sync::watch` channel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use tokio::sync::watch;
+
+use super::error::{DocumentError, SourceError};
+use super::load::{FileContents, State, load};
+use crate::model::Snapshot;
+use crate::model::types::TrustDomain;
+use crate::model::validate::Context;
+
+/// Where the static registry lives unless configured otherwise.
+pub const DEFAULT_DIR: &str = "/etc/hostmesh/registry.d";
+
+/// How long the folder must stay quiet before it is read again.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What the static source publishes: the snapshot in force and the current errors.
+#[derive(Debug, Clone, Default)]
+pub struct StaticView {
+    pub snapshot: Snapshot,
+    pub errors: Arc<[DocumentError]>,
+}
+
+/// Is this a registry file: `*.yaml` or `*.yml`, not hidden (editors' temporary files)?
+fn is_registry_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e == "yaml" || e == "yml");
+    yaml && !hidden
+}
+
+/// Reads every registry file of `dir`, sorted by name. A file that cannot be read is
+/// returned with the reason, so that its objects keep their last good versions.
+pub fn read_dir(dir: &Path) -> Result<Vec<FileContents>, SourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::ReadDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| is_registry_file(p) && p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            FileContents { path, text }
+        })
+        .collect())
+}
+
+/// The static source: a folder, the objects in force, and the version of the last snapshot.
+#[derive(Debug)]
+pub struct StaticSource {
+    dir: PathBuf,
+    ctx: Context,
+    trust_domain: TrustDomain,
+    state: State,
+    version: u64,
+}
+
+impl StaticSource {
+    pub fn new(dir: impl Into<PathBuf>, ctx: Context, trust_domain: TrustDomain) -> Self {
+        Self {
+            dir: dir.into(),
+            ctx,
+            trust_domain,
+            state: State::default(),
+            version: 0,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads the folder and builds the next view. When the folder cannot be read, the state
+    /// is left as it was and the error returned.
+    pub fn reload(&mut self) -> Result<StaticView, SourceError> {
+        let files = read_dir(&self.dir)?;
+        let outcome = load(&files, &self.state, &self.ctx);
+        self.state = outcome.state;
+        self.version += 1;
+        for e in &outcome.errors {
+            tracing::warn!(
+                file = %e.file.display(),
+                line = e.line,
+                object = e.object.as_deref().unwrap_or(""),
+                field = e.field.as_deref().unwrap_or(""),
+                "rejected: {}",
+                e.message
+            );
+        }
+        let snapshot = Snapshot::build(
+            self.version,
+            self.state.config_objects(),
+            &self.trust_domain,
+        );
+        tracing::info!(
+            dir = %self.dir.display(),
+            version = self.version,
+            objects = self.state.objects.len(),
+            services = snapshot.services().len(),
+            errors = outcome.errors.len(),
+            "static registry loaded"
+        );
+        Ok(StaticView {
+            snapshot,
+            errors: outcome.errors.into(),
+        })
+    }
+
+    /// Loads the folder once, then watches it. The first view is in the channel when this
+    /// returns; a folder that cannot be read at start is an error.
+    pub fn watch(mut self) -> Result<StaticWatcher, SourceError> {
+        let first = self.reload()?;
+        let (tx, rx) = watch::channel(first);
+        let dir = self.dir.clone();
+        let watch_err = |source| SourceError::Watch {
+            path: dir.clone(),
+            source,
+        };
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
+            match res {
+                Ok(events) if events.is_empty() => return,
+                Ok(_) => {}
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "watch error");
+                    }
+                }
+            }
+            match self.reload() {
+                Ok(view) => {
+                    tx.send_replace(view);
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous static registry"),
+            }
+        })
+        .map_err(watch_err)?;
+        debouncer
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(watch_err)?;
+        Ok(StaticWatcher {
+            rx,
+            _debouncer: debouncer,
+        })
+    }
+}
+
+/// A running watch of the folder. Dropping it stops the watch.
+pub struct StaticWatcher {
+    rx: watch::Receiver<StaticView>,
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+}
+
+impl std::fmt::Debug for StaticWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticWatcher")
+            .field("version", &self.rx.borrow().snapshot.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticWatcher {
+    /// A receiver that sees every new view.
+    pub fn subscribe(&self) -> watch::Receiver<StaticView> {
+        self.rx.clone()
+    }
+
+    /// The view in force.
+    pub fn current(&self) -> StaticView {
+        self.rx.borrow().clone()
+    }
+}
