@@ -10,3 +10,4 @@
 
 pub mod model;
 pub mod sources;
+pub mod xds;
