@@ -29,12 +29,8 @@ pub enum Credential {
 /// Why a certificate request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the certificate service at {address}: {source}")]
-    Connect {
-        address: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("cannot reach the certificate service at {address}: {reason}")]
+    Connect { address: String, reason: String },
     #[error("the certificate service refused the request: {} ({})", .0.message(), .0.code())]
     Refused(tonic::Status),
     #[error("the certificate service returned an empty chain")]
@@ -46,6 +42,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A connection failure, with the whole chain of causes (tonic's own message is terse).
+    fn connect(address: &str, error: &dyn std::error::Error) -> Self {
+        let mut reason = error.to_string();
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            reason.push_str(": ");
+            reason.push_str(&e.to_string());
+            cause = e.source();
+        }
+        Self::Connect {
+            address: address.to_owned(),
+            reason,
+        }
+    }
+
     /// True when retrying later may succeed (the server was away or busy), false when the
     /// request itself was refused.
     pub fn is_transient(&self) -> bool {
@@ -92,10 +103,7 @@ impl CaEndpoint {
         let connector = TlsConnector::from(config);
         let address = self.address.clone();
         let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
-            .map_err(|e| ClientError::Connect {
-                address: self.address.clone(),
-                source: e,
-            })?
+            .map_err(|e| ClientError::connect(&self.address, &e))?
             .connect_timeout(self.timeout)
             .timeout(self.timeout);
         let channel = endpoint
@@ -112,10 +120,7 @@ impl CaEndpoint {
                 }
             }))
             .await
-            .map_err(|e| ClientError::Connect {
-                address: self.address.clone(),
-                source: e,
-            })?;
+            .map_err(|e| ClientError::connect(&self.address, &e))?;
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr: csr_pem,
             validity_duration: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),

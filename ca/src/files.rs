@@ -9,12 +9,8 @@ use std::path::{Path, PathBuf};
 /// A file operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error(
         "{path}: private key is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
     )]
@@ -22,10 +18,10 @@ pub enum FileError {
 }
 
 impl FileError {
-    pub fn io(path: &Path, source: io::Error) -> Self {
+    pub fn io(path: &Path, error: io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }

@@ -181,6 +181,9 @@ fn run_serves_certificates_to_a_token_holder() {
     let token = text(&out.stdout).trim().to_owned();
     assert!(token.starts_with("hmjt1."), "{token}");
 
+    let registry = dir.path().join("registry.d");
+    std::fs::create_dir(&registry).unwrap();
+
     // A loose key permission stops the server at start, with the reason.
     std::fs::set_permissions(
         ca.join("ca-key.pem"),
@@ -222,6 +225,10 @@ fn run_serves_certificates_to_a_token_holder() {
             &s(&ca),
             "--state-dir",
             &s(&state),
+            "--registry-dir",
+            &s(&registry),
+            "--status-listen",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -2,6 +2,7 @@
 //! join tokens.
 
 mod ca_cmd;
+mod config;
 mod run;
 
 use std::path::PathBuf;
@@ -48,9 +49,6 @@ struct StateArgs {
 impl StateArgs {
     fn token_key(&self) -> PathBuf {
         self.state_dir.join("join-token.key")
-    }
-    fn used_tokens(&self) -> PathBuf {
-        self.state_dir.join("used-join-tokens")
     }
 }
 

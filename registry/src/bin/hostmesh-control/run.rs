@@ -1,9 +1,7 @@
 //! `hostmesh-control run`: serves the certificate service on the xDS port over TLS.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use hostmesh_ca::server::{HANDSHAKE_TIMEOUT, control_identity, serving_certificate, tls_incoming};
@@ -11,47 +9,51 @@ use hostmesh_ca::service::CertificateService;
 use hostmesh_ca::sign::SigningPolicy;
 use hostmesh_ca::tls::{SpiffeClientVerifier, TrustBundle, server_config};
 use hostmesh_ca::token::{TokenKey, UsedTokens};
-use hostmesh_ca::{CaPaths, CertificateAuthority, TrustDomain};
+use hostmesh_ca::{CaPaths, CertificateAuthority};
+use hostmesh_registry::model::validate::Context as ModelContext;
+use hostmesh_registry::sources::static_files::StaticSource;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::{DEFAULT_CA_DIR, StateArgs};
+use crate::config::{ConfigErrors, ControlConfig, DEFAULT_CONFIG, Settings};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address of the xDS and certificate port.
-    #[arg(long, env = "HOSTMESH_LISTEN", default_value = "0.0.0.0:15012")]
-    listen: SocketAddr,
-    #[arg(long, env = "HOSTMESH_CA_DIR", default_value = DEFAULT_CA_DIR)]
-    ca_dir: PathBuf,
-    /// Trust domain; by default the one the CA was created for.
-    #[arg(long, env = "HOSTMESH_TRUST_DOMAIN")]
-    trust_domain: Option<TrustDomain>,
-    /// Longest lifetime of a workload certificate.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
-    max_cert_ttl: Duration,
-    /// DNS names to put in the server certificate beside its SPIFFE ID (repeatable).
-    #[arg(long = "server-name")]
-    server_names: Vec<String>,
+    /// Settings file; flags and environment variables override it.
+    #[arg(long, env = "HOSTMESH_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
-    state: StateArgs,
+    settings: Settings,
+}
+
+impl RunArgs {
+    /// Defaults, then the file, then flags and environment.
+    fn resolve(self) -> Result<ControlConfig, ConfigErrors> {
+        let (path, required) = match self.config {
+            Some(path) => (path, true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let file = Settings::from_file(&path, required)?;
+        self.settings.over(file).validate()
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.resolve().context("invalid settings")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(serve(args))
+        .block_on(serve(config))
 }
 
-async fn serve(args: RunArgs) -> anyhow::Result<()> {
+async fn serve(args: ControlConfig) -> anyhow::Result<()> {
     let ca = CertificateAuthority::load(&CaPaths::new(&args.ca_dir), args.trust_domain.as_ref())
         .context("loading the CA")?;
     let ca = Arc::new(ca);
-    let tokens = TokenKey::load_or_create(&args.state.token_key())?;
-    let used = UsedTokens::load(&args.state.used_tokens())?;
+    let tokens = TokenKey::load_or_create(&args.state_dir.join("join-token.key"))?;
+    let used = UsedTokens::load(&args.state_dir.join("used-join-tokens"))?;
     let policy = SigningPolicy {
         max_ttl: args.max_cert_ttl,
         default_ttl: args.max_cert_ttl,
@@ -59,6 +61,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let slot = serving_certificate(ca.clone(), args.server_names.clone(), args.max_cert_ttl)?;
     let bundle = TrustBundle::new(ca.trust_domain().clone(), ca.roots())?;
     let tls = server_config(slot, SpiffeClientVerifier::new(bundle, false), &[b"h2"])?;
+    let registry = StaticSource::new(
+        &args.registry_dir,
+        ModelContext::default(),
+        ca.trust_domain().clone(),
+    )
+    .watch()
+    .with_context(|| format!("static registry {}", args.registry_dir.display()))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -68,7 +77,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         identity = %control_identity(&ca)?,
         ca_not_after = %ca.not_after(),
         max_cert_ttl = ?args.max_cert_ttl,
-        state_dir = %args.state.state_dir.display(),
+        state_dir = %args.state_dir.display(),
+        registry_dir = %args.registry_dir.display(),
+        registry_version = registry.current().snapshot.version(),
+        status_listen = %args.status_listen,
+        outbound_traffic_policy = ?args.outbound_traffic_policy,
         "hostmesh-control serving"
     );
     let incoming = tls_incoming(

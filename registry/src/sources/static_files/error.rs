@@ -40,16 +40,11 @@ impl std::error::Error for DocumentError {}
 /// Failures of the source itself (not of a document).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot read registry folder {}: {source}", path.display())]
+    #[error("cannot read registry folder {}: {error}", path.display())]
     ReadDir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot watch registry folder {}: {source}", path.display())]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
+    #[error("cannot watch registry folder {}: {error}", path.display())]
+    Watch { path: PathBuf, error: notify::Error },
 }

@@ -46,9 +46,9 @@ fn is_registry_file(path: &Path) -> bool {
 /// Reads every registry file of `dir`, sorted by name. A file that cannot be read is
 /// returned with the reason, so that its objects keep their last good versions.
 pub fn read_dir(dir: &Path) -> Result<Vec<FileContents>, SourceError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| SourceError::ReadDir {
+    let entries = std::fs::read_dir(dir).map_err(|error| SourceError::ReadDir {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -132,9 +132,9 @@ impl StaticSource {
         let first = self.reload()?;
         let (tx, rx) = watch::channel(first);
         let dir = self.dir.clone();
-        let watch_err = |source| SourceError::Watch {
+        let watch_err = |error| SourceError::Watch {
             path: dir.clone(),
-            source,
+            error,
         };
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
             match res {
