@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_fd_limit();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Ca(cmd) => ca_cmd::ca(cmd),
@@ -71,6 +72,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hostmesh-control: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A control server holds one connection per agent: lift the soft limit on open files to the
+/// hard limit (systemd's default soft limit of 1024 would cap the fleet).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        if limit.current.is_some_and(|soft| soft < hard) {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(hard),
+                    maximum: Some(hard),
+                },
+            );
         }
     }
 }
