@@ -250,16 +250,16 @@ async fn run_client(
         }
         if response.type_url == type_url::ENDPOINT {
             endpoints_held += response.resources.len();
-            if endpoints_held >= services {
-                if let Some(s) = synced.take() {
-                    let _ = s.send(()).await;
-                }
+            if endpoints_held >= services
+                && let Some(s) = synced.take()
+            {
+                let _ = s.send(()).await;
             }
             let watched = probe.lock().unwrap().clone();
-            if let Some((name, since)) = watched {
-                if response.resources.iter().any(|r| r.name == name) {
-                    let _ = latencies.send(Instant::now().max(received) - since);
-                }
+            if let Some((name, since)) = watched
+                && response.resources.iter().any(|r| r.name == name)
+            {
+                let _ = latencies.send(Instant::now().max(received) - since);
             }
         }
     }
