@@ -156,7 +156,12 @@ fn http2_options() -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
     HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_owned(), pack_any(opts))])
 }
 
-fn apply_security(view: &View<'_>, plan: &ClusterPlan<'_>, policy: &ClusterPolicy, c: &mut Cluster) {
+fn apply_security(
+    view: &View<'_>,
+    plan: &ClusterPlan<'_>,
+    policy: &ClusterPolicy,
+    c: &mut Cluster,
+) {
     let meshed = |e: &Endpoint| is_meshed(view.snapshot, plan.service, e);
     let mtls = || -> TransportSocket {
         let sans = sans(view, plan, policy);
@@ -177,9 +182,9 @@ fn apply_security(view: &View<'_>, plan: &ClusterPlan<'_>, policy: &ClusterPolic
             if plan.service.resolution == Resolution::None {
                 return;
             }
-            let (yes, no) = plan
-                .endpoints()
-                .fold((0usize, 0usize), |(y, n), e| if meshed(e) { (y + 1, n) } else { (y, n + 1) });
+            let (yes, no) = plan.endpoints().fold((0usize, 0usize), |(y, n), e| {
+                if meshed(e) { (y + 1, n) } else { (y, n + 1) }
+            });
             match (yes, no) {
                 (0, _) => {}
                 (_, 0) => c.transport_socket = Some(mtls()),

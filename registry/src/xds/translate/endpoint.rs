@@ -76,7 +76,11 @@ pub fn local_load_assignment(cluster_name: &str, port: PortNumber) -> ClusterLoa
     ClusterLoadAssignment {
         cluster_name: cluster_name.to_owned(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: vec![lb_endpoint(socket_address("127.0.0.1", port.get()), 1, false)],
+            lb_endpoints: vec![lb_endpoint(
+                socket_address("127.0.0.1", port.get()),
+                1,
+                false,
+            )],
             ..Default::default()
         }],
         ..Default::default()

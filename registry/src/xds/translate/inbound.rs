@@ -51,7 +51,9 @@ fn node_workload(view: &View<'_>, node: &NodeInfo) -> NodeWorkload {
     let mut keys = BTreeSet::new();
     let mut first: Option<(Namespace, Labels)> = None;
     for object in view.snapshot.objects() {
-        let ConfigObject::WorkloadEntry(we) = object else { continue };
+        let ConfigObject::WorkloadEntry(we) = object else {
+            continue;
+        };
         let by_ip = node_ip.is_some() && we.workload.address == node_ip;
         let by_name = node.workload_name.as_deref() == Some(we.meta.name.as_str())
             && we.meta.namespace.as_str() == node.namespace();
@@ -63,8 +65,8 @@ fn node_workload(view: &View<'_>, node: &NodeInfo) -> NodeWorkload {
     let mut ports = BTreeMap::new();
     for service in view.snapshot.services() {
         for e in &service.endpoints {
-            let inline_here = e.origin.kind == Kind::ServiceEntry
-                && node_ip.as_ref() == Some(&e.address);
+            let inline_here =
+                e.origin.kind == Kind::ServiceEntry && node_ip.as_ref() == Some(&e.address);
             if !(keys.contains::<ObjectKey>(&e.origin) || inline_here) {
                 continue;
             }

@@ -14,13 +14,13 @@ use std::collections::BTreeSet;
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 
+use super::OutboundPolicy;
 use super::filters::{http_rds, tcp_proxy};
 use super::names::{
     self, BLACKHOLE_CLUSTER, OUTBOUND_LISTENER, OUTBOUND_PORT, PASSTHROUGH_CLUSTER,
 };
 use super::proto::{bool_value, cidr, socket_address, u32_value};
 use super::view::View;
-use super::OutboundPolicy;
 use crate::model::Protocol;
 use crate::model::config::Address;
 
@@ -32,10 +32,14 @@ pub fn listener(view: &View<'_>) -> Listener {
         let declared = view.addresses(service);
         for port in service.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             let mut addresses = declared.clone();
-            addresses.extend(service.endpoints_for(port.number).filter_map(|e| match &e.address {
-                Address::Ip(ip) => Some(ip.to_string()),
-                _ => None,
-            }));
+            addresses.extend(
+                service
+                    .endpoints_for(port.number)
+                    .filter_map(|e| match &e.address {
+                        Address::Ip(ip) => Some(ip.to_string()),
+                        _ => None,
+                    }),
+            );
             let ranges: Vec<CidrRange> = addresses
                 .iter()
                 .filter_map(|a| cidr(a))

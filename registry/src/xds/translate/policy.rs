@@ -140,9 +140,10 @@ pub fn is_meshed(snapshot: &Snapshot, service: &Service, endpoint: &Endpoint) ->
     }
     match snapshot.object(&endpoint.origin) {
         Some(ConfigObject::WorkloadEntry(we)) => we.workload.service_account.is_some(),
-        Some(ConfigObject::ServiceEntry(se)) => se.endpoints.iter().any(|w| {
-            w.address.as_ref() == Some(&endpoint.address) && w.service_account.is_some()
-        }),
+        Some(ConfigObject::ServiceEntry(se)) => se
+            .endpoints
+            .iter()
+            .any(|w| w.address.as_ref() == Some(&endpoint.address) && w.service_account.is_some()),
         _ => false,
     }
 }

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiConfigSource, ApiVersion, CidrRange, ConfigSource, GrpcService,
     Metadata, Pipe, SocketAddress, TransportSocket, address, api_config_source,
     config_source::ConfigSourceSpecifier, grpc_service, socket_address, transport_socket,
 };
-use envoy_types::pb::envoy::config::core::v3::Address;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig;
 use envoy_types::pb::google::protobuf::{
@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn cidrs_from_addresses_and_blocks() {
         let c = cidr("10.0.0.5").unwrap();
-        assert_eq!((c.address_prefix.as_str(), c.prefix_len.unwrap().value), ("10.0.0.5", 32));
+        assert_eq!(
+            (c.address_prefix.as_str(), c.prefix_len.unwrap().value),
+            ("10.0.0.5", 32)
+        );
         let c = cidr("10.1.0.0/16").unwrap();
         assert_eq!(c.prefix_len.unwrap().value, 16);
         assert_eq!(cidr("2001:db8::1").unwrap().prefix_len.unwrap().value, 128);

@@ -40,7 +40,10 @@ pub fn route_configs(view: &View<'_>) -> Vec<RouteConfiguration> {
     let mut by_port: BTreeMap<PortNumber, Vec<(&Service, &ServicePort)>> = BTreeMap::new();
     for service in &view.services {
         for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
-            by_port.entry(port.number).or_default().push((service, port));
+            by_port
+                .entry(port.number)
+                .or_default()
+                .push((service, port));
         }
     }
     by_port
@@ -69,7 +72,11 @@ fn virtual_host(
     let host = service.hostname.as_str();
     let routes = match view.virtual_service(host) {
         Some(vs) => vs_routes(view, vs, port.number),
-        None => vec![default_route(names::outbound_cluster(port.number, None, host))],
+        None => vec![default_route(names::outbound_cluster(
+            port.number,
+            None,
+            host,
+        ))],
     };
     VirtualHost {
         name: format!("{host}:{}", port.number),
@@ -168,10 +175,12 @@ fn route_action(
             .as_ref()
             .and_then(|p| p.number)
             .and_then(|n| PortNumber::new(n).ok())
-            .or_else(|| match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
-                Some([only]) => Some(only.number),
-                _ => None,
-            })
+            .or_else(
+                || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
+                    Some([only]) => Some(only.number),
+                    _ => None,
+                },
+            )
             .unwrap_or(port);
         let name = names::outbound_cluster(dest_port, dest.subset.as_deref(), host.as_str());
         let weight = d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0));
@@ -238,7 +247,11 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
     }
     RouteMatch {
         path_specifier: Some(path.unwrap_or_else(|| PathSpecifier::Prefix("/".to_owned()))),
-        case_sensitive: m.ignore_uri_case.filter(|i| *i).map(|_| false).and_then(bool_value),
+        case_sensitive: m
+            .ignore_uri_case
+            .filter(|i| *i)
+            .map(|_| false)
+            .and_then(bool_value),
         headers,
         ..Default::default()
     }

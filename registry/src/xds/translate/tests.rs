@@ -61,9 +61,12 @@ pub fn node(ip: &str, namespace: &str, sa: &str) -> NodeInfo {
 
 /// Decodes one resource of the set into its message.
 pub fn decode<M: Message + Default>(set: &ResourceSet, type_url: &str, name: &str) -> M {
-    let r = set
-        .get(type_url, name)
-        .unwrap_or_else(|| panic!("no {type_url} named {name:?}; have {:?}", set.names(type_url)));
+    let r = set.get(type_url, name).unwrap_or_else(|| {
+        panic!(
+            "no {type_url} named {name:?}; have {:?}",
+            set.names(type_url)
+        )
+    });
     M::decode(r.body.value.as_slice()).unwrap()
 }
 
@@ -132,10 +135,22 @@ fn expand_nested(text: &str) -> String {
             url = None;
             continue;
         }
-        out.push_str(line);
-        out.push('\n');
+        if !is_unset_field(trimmed) {
+            out.push_str(line);
+            out.push('\n');
+        }
     }
     out
+}
+
+/// A field at its protobuf default (`x: None,`, `x: [],`, `x: "",`, `x: 0,`, `x: false,`,
+/// `x: {},`): left out of the rendering, which then shows only what the translation set.
+fn is_unset_field(line: &str) -> bool {
+    let Some((name, value)) = line.split_once(": ") else {
+        return false;
+    };
+    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && matches!(value, "None," | "[]," | "\"\"," | "0," | "false," | "{},")
 }
 
 /// Renders every resource of a set, by type (in push order) then name.

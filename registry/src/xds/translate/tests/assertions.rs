@@ -109,7 +109,11 @@ fn virtual_service_splits_90_10_between_subsets() {
         "bill-service.demo",
         "bill-service:9999",
     ] {
-        assert!(vh.domains.iter().any(|x| x == d), "{d} missing: {:?}", vh.domains);
+        assert!(
+            vh.domains.iter().any(|x| x == d),
+            "{d} missing: {:?}",
+            vh.domains
+        );
     }
     let Some(Action::Route(action)) = &vh.routes[0].action else {
         panic!("not a route")
@@ -138,9 +142,10 @@ fn alpn_follows_the_port_protocol() {
     assert_eq!(alpn(&http), ["istio-http/1.1", "istio", "http/1.1"]);
     let grpc = cluster(&set, "outbound|7070||inventory.shop.svc.cluster.local");
     assert_eq!(alpn(&grpc), ["istio-h2", "istio", "h2"]);
-    assert!(grpc.typed_extension_protocol_options.contains_key(
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-    ));
+    assert!(
+        grpc.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+    );
     let tcp = cluster(&set, "outbound|5432||postgres.db.svc.cluster.local");
     let m = &tcp.transport_socket_matches;
     assert_eq!(m.len(), 2, "mixed endpoints use transport_socket_matches");
@@ -251,7 +256,11 @@ fn versions_of_unchanged_resources_do_not_move() {
     for subset in ["", "v1", "v2"] {
         let name = format!("outbound|9999|{subset}|{BILL_HOST}");
         for t in [type_url::CLUSTER, type_url::ENDPOINT] {
-            assert_eq!(version(&before, t, &name), version(&after, t, &name), "{t} {name}");
+            assert_eq!(
+                version(&before, t, &name),
+                version(&after, t, &name),
+                "{t} {name}"
+            );
         }
     }
     assert_eq!(
@@ -315,12 +324,12 @@ fn peer_authentication_decides_the_inbound_chains() {
         ],
         "PERMISSIVE by default"
     );
-    assert_eq!(
-        chains(&[BILL, PEER_AUTH]),
-        [s("inbound|9999||mtls", "tls")]
-    );
+    assert_eq!(chains(&[BILL, PEER_AUTH]), [s("inbound|9999||mtls", "tls")]);
     let disable = PEER_AUTH.replace("STRICT", "DISABLE");
-    assert_eq!(chains(&[BILL, &disable]), [s("inbound|9999||plaintext", "")]);
+    assert_eq!(
+        chains(&[BILL, &disable]),
+        [s("inbound|9999||plaintext", "")]
+    );
 }
 
 #[test]
