@@ -353,3 +353,66 @@ fn name_table_has_istio_type_url() {
         ("bill-service", "demo")
     );
 }
+
+#[test]
+fn virtual_service_matches_and_timeout_are_translated() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bill-service, namespace: demo}
+spec:
+  hosts: [bill-service]
+  http:
+  - name: api
+    match:
+    - uri: {prefix: /api}
+      headers: {x-canary: {exact: "yes"}}
+    - uri: {regex: "/v[0-9]+/.*"}
+      port: 8080
+    timeout: 1.5s
+    route:
+    - destination: {host: bill-service, subset: v2}
+  - redirect: {uri: /moved}
+  - route:
+    - destination: {host: bill-service, subset: v1}
+"#;
+    let bill_without_vs = BILL.split("---").take(4).collect::<Vec<_>>().join("---");
+    let set = shared(&[&bill_without_vs, vs]);
+    let rc: RouteConfiguration = decode(&set, type_url::ROUTE, "9999");
+    let routes = &rc.virtual_hosts[0].routes;
+    // The regex match is for port 8080 and the redirect is not translated yet.
+    assert_eq!(routes.len(), 2, "{routes:#?}");
+    let first = &routes[0];
+    assert_eq!(first.name, "api");
+    let m = first.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(
+            envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier::Prefix(
+                "/api".to_owned()
+            )
+        )
+    );
+    assert_eq!(m.headers.len(), 1);
+    assert_eq!(m.headers[0].name, "x-canary");
+    let Some(Action::Route(a)) = &first.action else {
+        panic!()
+    };
+    let t = a.timeout.unwrap();
+    assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+    assert_eq!(
+        a.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(format!(
+            "outbound|9999|v2|{BILL_HOST}"
+        )))
+    );
+    let Some(Action::Route(a)) = &routes[1].action else {
+        panic!()
+    };
+    assert_eq!(
+        a.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(format!(
+            "outbound|9999|v1|{BILL_HOST}"
+        )))
+    );
+}
