@@ -1,0 +1,149 @@
+//! The translation of a model [`Snapshot`] into Envoy v3 resources: pure, snapshot in,
+//! resources out. [`MeshTranslator`] implements [`Translator`].
+//!
+//! What every node gets ([`Translator::shared`]):
+//! - clusters `outbound|PORT||HOST` and `outbound|PORT|SUBSET|HOST` with load balancing,
+//!   connect timeout, HTTP/2 and Istio mTLS from the `DestinationRule` and the endpoints
+//!   ([`cluster`]), plus `PassthroughCluster` and `BlackHoleCluster`;
+//! - a `ClusterLoadAssignment` per EDS cluster ([`endpoint`]);
+//! - the outbound listener `virtualOutbound` ([`outbound`]);
+//! - a route configuration per HTTP port, with `VirtualService` HTTP routing ([`route`]);
+//! - Istio's DNS name table, with virtual IPs allocated to services without addresses
+//!   ([`name_table`], [`vip`]).
+//!
+//! What depends on the node ([`Translator::for_node`]): the inbound listener `virtualInbound`
+//! and its `inbound|PORT||` clusters ([`inbound`]).
+//!
+//! Not translated yet (a later issue): `VirtualService` features listed in [`route`], `tls`
+//! and `tcp` routes; `DestinationRule` connection pools (but the connect timeout), outlier
+//! detection, consistent hashing, locality load balancing and `SIMPLE`/`MUTUAL` TLS
+//! origination; `exportTo` (everything is visible to every node); `AuthorizationPolicy`;
+//! `Gateway`s; `sidecar`-scoped visibility.
+//!
+//! Resource versions are hashes of the encoding ([`Resource::new`]), so the encoding must be
+//! deterministic: every protobuf map the builders fill holds at most one entry (prost encodes
+//! `HashMap`s in iteration order), and the name table uses a `BTreeMap`.
+
+mod cluster;
+mod endpoint;
+mod filters;
+mod inbound;
+mod name_table;
+mod names;
+mod outbound;
+mod policy;
+mod proto;
+mod route;
+mod tls;
+mod view;
+mod vip;
+
+use std::time::Duration;
+
+use envoy_types::util::pack_any;
+
+pub use name_table::{NAME_TABLE_RESOURCE, NameInfo, NameTable};
+
+use self::view::View;
+use super::resources::{NodeInfo, Resource, ResourceSet, Translator};
+use crate::model::types::DEFAULT_DOMAIN_SUFFIX;
+use crate::model::{Snapshot, TrustDomain};
+
+/// Istio's `outboundTrafficPolicy.mode`: what happens to traffic for destinations the
+/// registry does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutboundPolicy {
+    /// Forward it to its original destination (`PassthroughCluster`).
+    #[default]
+    AllowAny,
+    /// Refuse it (`BlackHoleCluster`).
+    RegistryOnly,
+}
+
+/// Mesh-wide settings of the translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslatorConfig {
+    pub trust_domain: TrustDomain,
+    pub outbound_policy: OutboundPolicy,
+    /// DNS suffix of in-mesh names (`cluster.local`).
+    pub domain_suffix: String,
+    /// The namespace whose namespace-wide policies apply to the whole mesh.
+    pub root_namespace: String,
+    /// Connect timeout of clusters whose `DestinationRule` sets none (Istio: 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for TranslatorConfig {
+    fn default() -> Self {
+        Self {
+            trust_domain: TrustDomain::default(),
+            outbound_policy: OutboundPolicy::default(),
+            domain_suffix: DEFAULT_DOMAIN_SUFFIX.to_owned(),
+            root_namespace: "istio-system".to_owned(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Translates snapshots into Envoy v3 resources. Stateless: the same snapshot always gives
+/// the same resources (and versions).
+#[derive(Debug, Clone, Default)]
+pub struct MeshTranslator {
+    config: TranslatorConfig,
+}
+
+impl MeshTranslator {
+    pub fn new(config: TranslatorConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &TranslatorConfig {
+        &self.config
+    }
+}
+
+impl Translator for MeshTranslator {
+    fn shared(&self, snapshot: &Snapshot) -> ResourceSet {
+        let view = View::new(snapshot, &self.config);
+        let mut set = ResourceSet::new();
+        for plan in cluster::plans(&view) {
+            set.insert(Resource::new(
+                plan.name.clone(),
+                pack_any(cluster::outbound(&view, &plan)),
+            ));
+            if cluster::uses_eds(&plan) {
+                set.insert(Resource::new(
+                    plan.name.clone(),
+                    pack_any(endpoint::eds(&view, &plan)),
+                ));
+            }
+        }
+        for c in [cluster::passthrough(&view), cluster::blackhole(&view)] {
+            set.insert(Resource::new(c.name.clone(), pack_any(c)));
+        }
+        let listener = outbound::listener(&view);
+        set.insert(Resource::new(listener.name.clone(), pack_any(listener)));
+        for rc in route::route_configs(&view) {
+            set.insert(Resource::new(rc.name.clone(), pack_any(rc)));
+        }
+        set.insert(Resource::new(
+            NAME_TABLE_RESOURCE,
+            pack_any(name_table::build(&view)),
+        ));
+        set
+    }
+
+    fn for_node(&self, snapshot: &Snapshot, node: &NodeInfo) -> ResourceSet {
+        let view = View::new(snapshot, &self.config);
+        let (listener, clusters) = inbound::build(&view, node);
+        let mut set = ResourceSet::new();
+        set.insert(Resource::new(listener.name.clone(), pack_any(listener)));
+        for c in clusters {
+            set.insert(Resource::new(c.name.clone(), pack_any(c)));
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests;
