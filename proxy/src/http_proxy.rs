@@ -2,9 +2,17 @@
 //! header read timeout, and forwarding one request through the pool with hop-by-hop headers
 //! removed, the URI in the form the upstream codec wants, a timeout, and WebSocket-style
 //! upgrades turned into a byte copy after `101 Switching Protocols`.
+//!
+//! Request framing is hyper's: a malformed head, a bad or repeated-and-different
+//! `Content-Length`, a `Transfer-Encoding` that does not end in `chunked` (or on HTTP/1.0) get
+//! `400` and a close; too many or too large headers get `431`. With both `Content-Length` and
+//! `Transfer-Encoding`, the chunked framing wins, `Content-Length` is dropped and the
+//! connection is closed after the response (RFC 9112 §6.3), so nothing can be smuggled.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +25,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::drain::DrainWatcher;
-use crate::pool::{Body, Pool, PoolKey};
+use crate::pool::{Body, BoxError, Pool, PoolKey};
 use crate::tls::Codec;
 
 /// Limits on what a downstream client may send.
@@ -121,20 +129,6 @@ pub(crate) fn authority(req: &Request<Incoming>) -> Option<String> {
         })
 }
 
-/// Refuses what a proxy must not pass on: a message framed two ways (request smuggling).
-pub(crate) fn check_framing(req: &Request<Incoming>) -> Result<(), Response<Body>> {
-    let headers = req.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
-    {
-        return Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
-    Ok(())
-}
-
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -226,7 +220,14 @@ pub(crate) async fn forward(
         Ok(uri) => uri,
         Err(_) => return error_response(StatusCode::BAD_REQUEST, "unusable authority or path"),
     };
-    let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+    // Tells a broken client body (400) from a broken upstream (503).
+    let body_failed = Arc::new(AtomicBool::new(false));
+    let flag = body_failed.clone();
+    let body = body.map_err(move |e| {
+        flag.store(true, Ordering::Relaxed);
+        BoxError::from(e)
+    });
+    let req = Request::from_parts(parts, body.boxed_unsync());
     let addr = up.key.addr;
     let send = up.pool.send(&up.key, up.connect_timeout, req);
     let result = match up.timeout {
@@ -241,6 +242,14 @@ pub(crate) async fn forward(
     };
     let mut response = match result {
         Ok(r) => r,
+        Err(error) if body_failed.load(Ordering::Relaxed) => {
+            tracing::info!(%addr, %error, "malformed request body");
+            let mut response = error_response(StatusCode::BAD_REQUEST, "malformed request body");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         Err(error) => {
             tracing::info!(%addr, %error, "upstream request failed");
             return error_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error");

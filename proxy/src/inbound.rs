@@ -127,9 +127,6 @@ async fn app_request(
     xfcc: Option<HeaderValue>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    if let Err(refusal) = http::check_framing(&req) {
-        return refusal;
-    }
     // Whatever the client claimed is replaced by what the handshake proved.
     req.headers_mut().remove(XFCC);
     if let Some(xfcc) = xfcc {

@@ -146,9 +146,6 @@ async fn route_request(
     dst: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    if let Err(refusal) = http::check_framing(&req) {
-        return refusal;
-    }
     let config = proxy.config.current();
     let Some(service) = config.outbound().service(dst) else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "service no longer known");

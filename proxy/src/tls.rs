@@ -88,6 +88,9 @@ pub struct Peer {
     pub codec: Option<Codec>,
 }
 
+/// Client configs differ by the identities they accept and the ALPN list they offer.
+type ClientKey = (Arc<[SpiffeId]>, Codec);
+
 /// This host's TLS identity and the verifiers and configs built on it.
 #[derive(Debug)]
 pub struct MeshTls {
@@ -95,7 +98,7 @@ pub struct MeshTls {
     bundle: TrustBundle,
     server: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
-    clients: Mutex<HashMap<(Arc<[SpiffeId]>, Codec), Arc<rustls::ClientConfig>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
 }
 
 impl MeshTls {
