@@ -25,6 +25,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::drain::DrainWatcher;
+use crate::metrics::{Direction, Metrics};
 use crate::pool::{Body, BoxError, Pool, PoolKey};
 use crate::tls::Codec;
 
@@ -178,15 +179,23 @@ pub(crate) struct Upstream<'a> {
     pub connect_timeout: Duration,
     /// Until the response headers arrive.
     pub timeout: Option<Duration>,
+    pub metrics: (&'a Metrics, Direction),
 }
 
 /// Sends `req` upstream and returns the response to give the client; every failure becomes a
-/// response (502/503/504).
+/// response (400/503/504).
 pub(crate) async fn forward(
     up: Upstream<'_>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     authority: &str,
 ) -> Response<Body> {
+    let (metrics, direction) = up.metrics;
+    let response = exchange(up, req, authority).await;
+    metrics.request(direction, response.status().as_u16());
+    response
+}
+
+async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str) -> Response<Body> {
     let upgrade = up.key.codec == Codec::Http1
         && req.version() == Version::HTTP_11
         && is_upgrade(req.headers());

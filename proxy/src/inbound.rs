@@ -17,6 +17,7 @@ use crate::config::{InboundPort, MtlsMode, UpstreamTls};
 use crate::drain::DrainWatcher;
 use crate::http_proxy::{self as http, Upstream};
 use crate::listener::{accept_loop, original_dst};
+use crate::metrics::{Direction, Outcome};
 use crate::outbound::copy;
 use crate::pool::{Body, PoolKey, connect_tcp};
 use crate::tls::{Codec, Peer};
@@ -58,7 +59,13 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, drain: Drai
         Err(error) => return tracing::debug!(%peer, %error, "no destination"),
     };
     let config = proxy.config.current();
+    let refused = || {
+        proxy
+            .metrics
+            .connection(Direction::Inbound, Outcome::Refused)
+    };
     let Some(port) = config.inbound().port(dst.port()).copied() else {
+        refused();
         return tracing::info!(%peer, %dst, "refused: not a workload port of this host");
     };
     drop(config);
@@ -69,19 +76,31 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, drain: Drai
             let timeout = proxy.tls.handshake_timeout();
             match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
                 Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
-                _ => return tracing::debug!(%peer, %dst, "closed before sending anything"),
+                _ => {
+                    refused();
+                    return tracing::debug!(%peer, %dst, "closed before sending anything");
+                }
             }
         }
     };
     if !tls {
         tracing::debug!(%peer, %dst, "plaintext (permissive)");
+        proxy
+            .metrics
+            .connection(Direction::Inbound, Outcome::Plaintext);
         let codec = (!port.protocol().is_http()).then_some(Codec::Opaque);
         return to_app(proxy, tcp, peer, port, codec, None, drain).await;
     }
     let (stream, client) = match proxy.tls.accept(tcp, peer).await {
         Ok(s) => s,
-        Err(error) => return tracing::info!(%peer, %dst, %error, "inbound mTLS refused"),
+        Err(error) => {
+            refused();
+            return tracing::info!(%peer, %dst, %error, "inbound mTLS refused");
+        }
     };
+    proxy
+        .metrics
+        .connection(Direction::Inbound, Outcome::Proxied);
     tracing::debug!(%peer, %dst, identity = %client.id, codec = ?client.codec, "inbound mTLS");
     let codec = client
         .codec
@@ -148,6 +167,7 @@ async fn app_request(
         },
         connect_timeout: proxy.settings.connect_timeout,
         timeout: None,
+        metrics: (&proxy.metrics, Direction::Inbound),
     };
     http::forward(up, req, &authority).await
 }

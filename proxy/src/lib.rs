@@ -3,8 +3,8 @@
 //! Owns the validated runtime config ([`config`]), the outbound (15001) and inbound (15006)
 //! listeners ([`outbound`], [`inbound`]), HTTP/1.1, HTTP/2, gRPC, WebSocket and TCP proxying,
 //! Istio-compatible mutual TLS between hosts ([`tls`]), upstream connections and pools
-//! ([`pool`]; load balancing lives with the clusters in [`config`]) and graceful shutdown
-//! ([`drain`]). The xDS client that fills the config is still to come.
+//! ([`pool`]; load balancing lives with the clusters in [`config`]), counters ([`metrics`]) and
+//! graceful shutdown ([`drain`]). The xDS client that fills the config is still to come.
 //!
 //! Must not depend on `hostmesh-registry`: it knows the mesh only through xDS.
 
@@ -13,6 +13,7 @@ pub mod drain;
 mod http_proxy;
 pub mod inbound;
 mod listener;
+pub mod metrics;
 pub mod outbound;
 pub mod pool;
 pub mod tls;
@@ -61,6 +62,7 @@ pub struct Proxy {
     tls: Arc<tls::MeshTls>,
     pool: pool::Pool,
     settings: Settings,
+    metrics: metrics::Metrics,
 }
 
 impl Proxy {
@@ -70,11 +72,16 @@ impl Proxy {
             config,
             tls,
             settings,
+            metrics: metrics::Metrics::default(),
         })
     }
 
     pub fn config(&self) -> &ConfigHandle {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// Binds the outbound listener (15001 in production).

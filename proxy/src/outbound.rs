@@ -15,6 +15,7 @@ use crate::config::{Cluster, ProxyConfig, ServiceTarget, UnknownDestination, Ups
 use crate::drain::DrainWatcher;
 use crate::http_proxy::{self as http, Upstream, error_response};
 use crate::listener::{accept_loop, original_dst};
+use crate::metrics::{Direction, Outcome};
 use crate::pool::{Body, PoolKey, UpstreamError, connect_tcp};
 use crate::tls::Codec;
 use crate::{Proxy, TCP_BUFFER};
@@ -63,6 +64,9 @@ async fn handle(
         return unknown(&proxy, &config, tcp, peer, dst, listen).await;
     };
     tracing::debug!(%peer, %dst, service = service.name(), "outbound connection");
+    proxy
+        .metrics
+        .connection(Direction::Outbound, Outcome::Proxied);
     match service.target() {
         ServiceTarget::Tcp(cluster) => {
             if let Err(error) = tcp_to_cluster(&proxy, tcp, cluster).await {
@@ -85,13 +89,22 @@ async fn unknown(
     dst: SocketAddr,
     listen: Option<SocketAddr>,
 ) {
+    let refused = |why| {
+        proxy
+            .metrics
+            .connection(Direction::Outbound, Outcome::Refused);
+        tracing::info!(%peer, %dst, "refused: {why}");
+    };
     if config.outbound().unknown_destination() == UnknownDestination::Refuse {
-        return tracing::info!(%peer, %dst, "refused: destination not in the registry");
+        return refused("destination not in the registry");
     }
     if Some(dst) == listen {
         // Dialled the listener itself: passing through would loop.
-        return tracing::info!(%peer, %dst, "refused: connection to the outbound listener itself");
+        return refused("connection to the outbound listener itself");
     }
+    proxy
+        .metrics
+        .connection(Direction::Outbound, Outcome::Passthrough);
     let timeout = proxy.settings.connect_timeout;
     match connect_tcp(dst, proxy.settings.pool.mark, timeout).await {
         Ok(upstream) => {
@@ -174,6 +187,7 @@ async fn route_request(
         },
         connect_timeout: cluster.connect_timeout(),
         timeout: route.timeout(),
+        metrics: (&proxy.metrics, Direction::Outbound),
     };
     tracing::debug!(%dst, %authority, route = route.name(), cluster = cluster.name(), endpoint = %up.key.addr, "routed");
     let response = http::forward(up, req, &authority).await;

@@ -362,3 +362,15 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
+
+/// Waits until `condition` holds, polling, for at most [`BOUND`].
+pub async fn eventually(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -8,6 +8,8 @@ use hostmesh_ca::tls::{
     CertificateSlot, ExpectedServer, SpiffeServerVerifier, TrustBundle, client_config,
 };
 use hostmesh_proxy::config::{MtlsMode, Protocol};
+use hostmesh_proxy::metrics::Direction::Inbound;
+use hostmesh_proxy::metrics::Outcome;
 use hostmesh_proxy::tls::MeshTls;
 use hostmesh_proxy::{ConfigHandle, Proxy, Settings};
 use http::Request;
@@ -183,6 +185,8 @@ async fn strict_refuses_plaintext_and_permissive_accepts_it() {
         answer.is_empty() || answer.starts_with('\u{15}'),
         "{answer:?}"
     );
+    // Counted by the server task after it closes the socket: wait for it, within a bound.
+    eventually(|| strict.bill.metrics().connections(Inbound, Outcome::Refused) == 1).await;
 
     let permissive = Pair::with(
         Protocol::Http1,
@@ -196,6 +200,13 @@ async fn strict_refuses_plaintext_and_permissive_accepts_it() {
     assert!(
         answer.contains("x-seen-xfcc: none"),
         "forged XFCC passed: {answer}"
+    );
+    assert_eq!(
+        permissive
+            .bill
+            .metrics()
+            .connections(Inbound, Outcome::Plaintext),
+        1
     );
     // mTLS still works on the permissive port.
     let (status, headers, _) = send(&mut h1(permissive.vip).await, get("/")).await;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hostmesh_proxy::config::Protocol;
+use hostmesh_proxy::metrics::Direction;
 use hostmesh_proxy::pool::BoxError;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
@@ -56,6 +57,19 @@ async fn http1_crosses_mtls_byte_exact_with_xfcc() {
     let (status, _, body) = send(&mut client, req).await;
     assert_eq!(status, 200);
     assert!(body == expected, "chunked body changed on the way");
+    assert_eq!(pair.front.metrics().requests(Direction::Outbound, 200), 2);
+    assert_eq!(pair.bill.metrics().requests(Direction::Inbound, 200), 2);
+    // The Prometheus text carries them.
+    let mut registry = prometheus_client::registry::Registry::default();
+    pair.front.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(
+            r#"hostmesh_proxy_requests_total{direction="Outbound",response_code="200"} 2"#
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
