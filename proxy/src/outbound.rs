@@ -63,6 +63,8 @@ async fn handle(
     let Some(service) = config.outbound().service(dst).cloned() else {
         return unknown(&proxy, &config, tcp, peer, dst, listen).await;
     };
+    // A long connection must not pin an old config: requests load the current one.
+    drop(config);
     tracing::debug!(%peer, %dst, service = service.name(), "outbound connection");
     proxy
         .metrics

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
 mod common;
+mod drain;
 mod hostile;
 mod identity;
 mod protocols;
