@@ -160,19 +160,37 @@ impl Pool {
             let mut sender = self.h2_sender(key, &entry, connect_timeout).await?;
             return sender.send_request(req).await.map_err(http);
         }
-        let mut sender = match self.idle_h1(&entry) {
-            Some(s) => s,
-            None => match self.connect(key, connect_timeout).await? {
-                Sender::H1(s) => s,
+        let mut req = req;
+        let mut reused = self.idle_h1(&entry);
+        let (mut sender, response) = loop {
+            if let Some(mut sender) = reused.take() {
+                match sender.try_send_request(req).await {
+                    Ok(response) => break (sender, response),
+                    // The idle connection was closed before the request went out: the request
+                    // comes back untouched, so it is safe to send it on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(back) => {
+                            tracing::debug!(%addr, error = %e.error(), "idle connection gone, reconnecting");
+                            req = back;
+                            continue;
+                        }
+                        None => return Err(http(e.into_error())),
+                    },
+                }
+            }
+            match self.connect(key, connect_timeout).await? {
+                Sender::H1(mut s) => {
+                    let response = s.send_request(req).await.map_err(http)?;
+                    break (s, response);
+                }
                 // The server chose HTTP/2 although HTTP/1.1 was offered; go with it.
                 Sender::H2(mut s) => return s.send_request(req).await.map_err(http),
-            },
+            }
         };
-        let response = sender.send_request(req).await.map_err(http)?;
         // Back to the idle list once the response body is read (never after an upgrade).
         let max_idle = self.settings.max_idle_per_endpoint;
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
+            if sender.ready().await.is_ok() && !sender.is_closed() {
                 let mut idle = entry.idle.lock().unwrap_or_else(|p| p.into_inner());
                 if idle.len() < max_idle {
                     idle.push((Instant::now(), sender));

@@ -244,3 +244,32 @@ async fn route_timeout_answers_504() {
     let (status, _, _) = send(&mut h1(pair.vip).await, get("/fast")).await;
     assert_eq!(status, 200);
 }
+
+/// An application that answers one request per connection and then hangs up without saying
+/// so: the pooled connection is dead when the next request comes, which must still succeed.
+#[tokio::test]
+async fn an_app_that_hangs_up_after_each_answer_is_still_reachable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut b).await.unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let pair = Pair::new(Protocol::Http1, app).await;
+    let mut client = h1(pair.vip).await;
+    for _ in 0..5 {
+        let (status, _, body) = send(&mut client, get("/")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "ok");
+    }
+}
