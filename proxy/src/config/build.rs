@@ -1,0 +1,274 @@
+//! Turns a [`ConfigSpec`] into a [`ProxyConfig`], collecting every problem on the way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hostmesh_ca::SpiffeId;
+use regex::Regex;
+
+use super::cluster::{Cluster, Endpoint, UpstreamTls};
+use super::inbound::{InboundConfig, InboundPort};
+use super::outbound::{OutboundConfig, Service, ServiceTarget};
+use super::route::{
+    HeaderMatch, HeaderValueMatch, PathMatch, Route, RouteTable, VirtualHost, WeightedClusters,
+};
+use super::spec::{
+    ClusterSpec, ConfigSpec, HeaderValueSpec, PathMatchSpec, RouteSpec, ServiceSpec, TargetSpec,
+    UpstreamTlsSpec,
+};
+use super::{ConfigError, ConfigErrors, ProxyConfig};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, at: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(ConfigError {
+            at: at.into(),
+            problem: problem.into(),
+        });
+    }
+}
+
+pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
+    let mut problems = Problems::default();
+    let mut clusters: HashMap<&str, Arc<Cluster>> = HashMap::new();
+    for c in &spec.clusters {
+        let at = format!("cluster {:?}", c.name);
+        if clusters.contains_key(c.name.as_str()) {
+            problems.add(at, "defined twice");
+        } else if let Some(cluster) = cluster(c, &at, &mut problems) {
+            clusters.insert(&c.name, Arc::new(cluster));
+        }
+    }
+
+    let mut services = HashMap::new();
+    for s in &spec.outbound.services {
+        let at = format!("service {:?}", s.name);
+        let Some(service) = service(s, &at, &clusters, &mut problems) else {
+            continue;
+        };
+        let service = Arc::new(service);
+        if s.addresses.is_empty() {
+            problems.add(&at, "has no address");
+        }
+        for addr in &s.addresses {
+            if let Some(other) = services.insert(*addr, service.clone()) {
+                problems.add(
+                    &at,
+                    format!("address {addr} is also claimed by {:?}", other.name),
+                );
+            }
+        }
+    }
+
+    let mut ports = HashMap::new();
+    for p in &spec.inbound.ports {
+        let at = format!("inbound port {}", p.port);
+        if p.port == 0 || p.app_port == 0 {
+            problems.add(&at, "port 0 is not a port");
+        }
+        let port = InboundPort {
+            app_port: p.app_port,
+            protocol: p.protocol,
+            mode: p.mode.unwrap_or(spec.inbound.default_mode),
+        };
+        if ports.insert(p.port, port).is_some() {
+            problems.add(&at, "defined twice");
+        }
+    }
+
+    if !problems.0.is_empty() {
+        return Err(ConfigErrors(problems.0));
+    }
+    Ok(ProxyConfig {
+        version: spec.version.clone(),
+        outbound: OutboundConfig {
+            services,
+            unknown: spec.outbound.unknown_destination,
+        },
+        inbound: InboundConfig { ports },
+    })
+}
+
+fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster> {
+    let before = problems.0.len();
+    if c.endpoints.is_empty() {
+        problems.add(at, "has no endpoints");
+    }
+    for (i, e) in c.endpoints.iter().enumerate() {
+        if e.weight == 0 {
+            problems.add(format!("{at} endpoint {i} ({})", e.address), "weight is 0");
+        }
+        if e.address.port() == 0 {
+            problems.add(format!("{at} endpoint {i} ({})", e.address), "port is 0");
+        }
+    }
+    let tls = match &c.tls {
+        UpstreamTlsSpec::Plaintext => UpstreamTls::Plaintext,
+        UpstreamTlsSpec::Mtls {
+            expected_identities,
+        } => {
+            let mut ids: Vec<SpiffeId> = Vec::new();
+            for raw in expected_identities {
+                match raw.parse() {
+                    Ok(id) => ids.push(id),
+                    Err(e) => problems.add(at, format!("expected identity {raw:?}: {e}")),
+                }
+            }
+            if expected_identities.is_empty() {
+                problems.add(at, "mutual TLS needs at least one expected SPIFFE ID");
+            }
+            ids.sort();
+            ids.dedup();
+            UpstreamTls::Mtls {
+                expected: ids.into(),
+            }
+        }
+    };
+    if problems.0.len() != before {
+        return None;
+    }
+    let endpoints = c
+        .endpoints
+        .iter()
+        .map(|e| Endpoint::new(e.address, e.weight, e.labels.clone()))
+        .collect();
+    let timeout = c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    Some(Cluster::new(c.name.clone(), endpoints, c.lb, tls, timeout))
+}
+
+fn service(
+    s: &ServiceSpec,
+    at: &str,
+    clusters: &HashMap<&str, Arc<Cluster>>,
+    problems: &mut Problems,
+) -> Option<Service> {
+    let target = match (&s.target, s.protocol.is_http()) {
+        (TargetSpec::Tcp { cluster }, false) => match clusters.get(cluster.as_str()) {
+            Some(c) => ServiceTarget::Tcp(c.clone()),
+            None => {
+                problems.add(at, format!("cluster {cluster:?} does not exist"));
+                return None;
+            }
+        },
+        (TargetSpec::Http(table), true) => {
+            let before = problems.0.len();
+            let mut hosts = Vec::new();
+            for vh in &table.virtual_hosts {
+                let at = format!("{at} virtual host {:?}", vh.name);
+                if vh.domains.is_empty() {
+                    problems.add(&at, "has no domains");
+                }
+                let routes = vh
+                    .routes
+                    .iter()
+                    .filter_map(|r| {
+                        route(r, &format!("{at} route {:?}", r.name), clusters, problems)
+                    })
+                    .collect();
+                hosts.push(VirtualHost {
+                    name: vh.name.clone(),
+                    domains: vh.domains.clone(),
+                    routes,
+                });
+            }
+            if problems.0.len() != before {
+                return None;
+            }
+            ServiceTarget::Http(RouteTable::new(table.name.clone(), hosts))
+        }
+        (_, http) => {
+            let want = if http {
+                "a route table"
+            } else {
+                "a TCP cluster"
+            };
+            problems.add(at, format!("protocol {:?} needs {want}", s.protocol));
+            return None;
+        }
+    };
+    Some(Service {
+        name: s.name.clone(),
+        protocol: s.protocol,
+        target,
+    })
+}
+
+fn route(
+    r: &RouteSpec,
+    at: &str,
+    clusters: &HashMap<&str, Arc<Cluster>>,
+    problems: &mut Problems,
+) -> Option<Route> {
+    let before = problems.0.len();
+    let path = match &r.path {
+        PathMatchSpec::Exact(p) => Some(PathMatch::Exact(p.clone())),
+        PathMatchSpec::Prefix(p) => Some(PathMatch::Prefix(p.clone())),
+        PathMatchSpec::Regex(re) => anchored(re, at, problems).map(PathMatch::Regex),
+    };
+    let mut headers = Vec::new();
+    for h in &r.headers {
+        let name = match http::HeaderName::from_bytes(h.name.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                problems.add(at, format!("{:?} is not a header name", h.name));
+                continue;
+            }
+        };
+        let value = match &h.value {
+            HeaderValueSpec::Present => Some(HeaderValueMatch::Present),
+            HeaderValueSpec::Exact(v) => Some(HeaderValueMatch::Exact(v.clone())),
+            HeaderValueSpec::Prefix(v) => Some(HeaderValueMatch::Prefix(v.clone())),
+            HeaderValueSpec::Regex(re) => anchored(re, at, problems).map(HeaderValueMatch::Regex),
+        };
+        if let Some(value) = value {
+            headers.push(HeaderMatch {
+                name,
+                value,
+                invert: h.invert,
+            });
+        }
+    }
+    let mut weighted = Vec::new();
+    for wc in &r.clusters {
+        match clusters.get(wc.cluster.as_str()) {
+            Some(c) if wc.weight > 0 => weighted.push((c.clone(), wc.weight)),
+            Some(_) => {}
+            None => problems.add(at, format!("cluster {:?} does not exist", wc.cluster)),
+        }
+    }
+    if r.clusters.is_empty() || (weighted.is_empty() && problems.0.len() == before) {
+        problems.add(at, "sends to no cluster (no cluster with a weight above 0)");
+    }
+    if r.timeout == Some(Duration::ZERO) {
+        problems.add(at, "timeout 0; leave it unset for no timeout");
+    }
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Route {
+        name: r.name.clone(),
+        path: path?,
+        headers,
+        clusters: WeightedClusters::new(weighted),
+        timeout: r.timeout,
+    })
+}
+
+/// Compiles `re` to match whole strings only.
+fn anchored(re: &str, at: &str, problems: &mut Problems) -> Option<Regex> {
+    match Regex::new(&format!("^(?:{re})$")) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            problems.add(at, format!("regex {re:?}: {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

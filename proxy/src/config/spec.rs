@@ -1,0 +1,150 @@
+//! The unvalidated description of a runtime config: plain data with names instead of
+//! references. The xDS client fills these from Envoy resources; [`super::ProxyConfig::build`]
+//! checks them all at once and turns them into the validated types the data path uses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{LbPolicy, MtlsMode, Protocol, UnknownDestination};
+
+/// Everything the proxy needs to route traffic, as delivered by the control plane.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSpec {
+    /// Opaque version string (the xDS version info), for logs and config dumps.
+    pub version: String,
+    pub clusters: Vec<ClusterSpec>,
+    pub outbound: OutboundSpec,
+    pub inbound: InboundSpec,
+}
+
+/// A set of interchangeable endpoints (an Envoy cluster).
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Istio-style name, e.g. `outbound|9999|v1|bill-service.demo.svc.cluster.local`.
+    pub name: String,
+    pub endpoints: Vec<EndpointSpec>,
+    pub lb: LbPolicy,
+    pub tls: UpstreamTlsSpec,
+    /// How long a new upstream connection (TCP + TLS) may take; 10 s when unset.
+    pub connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub address: SocketAddr,
+    /// Relative load-balancing weight, at least 1.
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How the proxy talks to a cluster's endpoints.
+#[derive(Debug, Clone)]
+pub enum UpstreamTlsSpec {
+    Plaintext,
+    /// Istio mutual TLS; the server must present one of these SPIFFE IDs.
+    Mtls {
+        expected_identities: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OutboundSpec {
+    pub services: Vec<ServiceSpec>,
+    /// What to do with a destination that no service claims.
+    pub unknown_destination: UnknownDestination,
+}
+
+/// A destination the outbound listener recognises.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Host name, e.g. `bill-service.demo.svc.cluster.local`.
+    pub name: String,
+    /// Every `ip:port` that reaches this service: its VIPs and its endpoints' addresses.
+    pub addresses: Vec<SocketAddr>,
+    pub protocol: Protocol,
+    pub target: TargetSpec,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// HTTP routing (the protocol must be HTTP/1.1, HTTP/2 or gRPC).
+    Http(RouteTableSpec),
+    /// Opaque TCP to one cluster (the protocol must be TCP).
+    Tcp { cluster: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteTableSpec {
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHostSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualHostSpec {
+    pub name: String,
+    /// Authorities served: `host`, `host:port`, `*.suffix`, `prefix.*` or `*`.
+    pub domains: Vec<String>,
+    /// Tried in order; the first match wins.
+    pub routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub path: PathMatchSpec,
+    /// All must match.
+    pub headers: Vec<HeaderMatchSpec>,
+    /// Traffic is split over these by weight.
+    pub clusters: Vec<WeightedClusterSpec>,
+    /// Time allowed from the request until the upstream's response headers.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatchSpec {
+    Exact(String),
+    Prefix(String),
+    /// Must match the whole path (Envoy's `safe_regex` semantics).
+    Regex(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatchSpec {
+    pub name: String,
+    pub value: HeaderValueSpec,
+    /// Match when the header does *not* match.
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderValueSpec {
+    Present,
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedClusterSpec {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InboundSpec {
+    /// Mode of ports that do not set their own.
+    pub default_mode: MtlsMode,
+    pub ports: Vec<InboundPortSpec>,
+}
+
+/// A port this host's workload serves on, reached through the inbound listener.
+#[derive(Debug, Clone)]
+pub struct InboundPortSpec {
+    /// The port peers dial (the original destination port).
+    pub port: u16,
+    /// Where the application listens on 127.0.0.1.
+    pub app_port: u16,
+    pub protocol: Protocol,
+    pub mode: Option<MtlsMode>,
+}

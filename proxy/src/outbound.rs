@@ -1,0 +1,198 @@
+//! The outbound listener (15001): connections this host's applications open, intercepted.
+//! Each is matched to a service by its original destination; HTTP services are routed per
+//! request (virtual host, route, weighted cluster, endpoint), TCP services are copied to one
+//! endpoint, and unknown destinations pass through or are refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::{Cluster, ProxyConfig, ServiceTarget, UnknownDestination, UpstreamTls};
+use crate::drain::DrainWatcher;
+use crate::http_proxy::{self as http, Upstream, error_response};
+use crate::listener::{accept_loop, original_dst};
+use crate::metrics::{Direction, Outcome};
+use crate::pool::{Body, PoolKey, UpstreamError, connect_tcp};
+use crate::tls::Codec;
+use crate::{Proxy, TCP_BUFFER};
+
+/// A bound outbound listener.
+#[derive(Debug)]
+pub struct Outbound {
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+}
+
+impl Outbound {
+    pub(crate) fn new(listener: TcpListener, proxy: Arc<Proxy>) -> Self {
+        Self { listener, proxy }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `drain` is signalled.
+    pub async fn run(self, drain: DrainWatcher) {
+        let listen = self.listener.local_addr().ok();
+        let proxy = self.proxy;
+        accept_loop("outbound", self.listener, drain, move |tcp, peer, drain| {
+            let proxy = proxy.clone();
+            async move { handle(proxy, tcp, peer, listen, drain).await }
+        })
+        .await;
+    }
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    listen: Option<SocketAddr>,
+    drain: DrainWatcher,
+) {
+    let dst = match original_dst(&tcp) {
+        Ok(d) => d,
+        Err(error) => return tracing::debug!(%peer, %error, "no destination"),
+    };
+    let config = proxy.config.current();
+    let Some(service) = config.outbound().service(dst).cloned() else {
+        return unknown(&proxy, &config, tcp, peer, dst, listen).await;
+    };
+    // A long connection must not pin an old config: requests load the current one.
+    drop(config);
+    tracing::debug!(%peer, %dst, service = service.name(), "outbound connection");
+    proxy
+        .metrics
+        .connection(Direction::Outbound, Outcome::Proxied);
+    match service.target() {
+        ServiceTarget::Tcp(cluster) => {
+            if let Err(error) = tcp_to_cluster(&proxy, tcp, cluster).await {
+                tracing::info!(%peer, %dst, service = service.name(), %error, "TCP proxy failed");
+            }
+        }
+        ServiceTarget::Http(_) => {
+            let p = proxy.clone();
+            let handler = move |req| route_request(p.clone(), dst, req);
+            http::serve(tcp, None, &proxy.settings.http, handler, drain).await;
+        }
+    }
+}
+
+async fn unknown(
+    proxy: &Proxy,
+    config: &ProxyConfig,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    listen: Option<SocketAddr>,
+) {
+    let refused = |why| {
+        proxy
+            .metrics
+            .connection(Direction::Outbound, Outcome::Refused);
+        tracing::info!(%peer, %dst, "refused: {why}");
+    };
+    if config.outbound().unknown_destination() == UnknownDestination::Refuse {
+        return refused("destination not in the registry");
+    }
+    if Some(dst) == listen {
+        // Dialled the listener itself: passing through would loop.
+        return refused("connection to the outbound listener itself");
+    }
+    proxy
+        .metrics
+        .connection(Direction::Outbound, Outcome::Passthrough);
+    let timeout = proxy.settings.connect_timeout;
+    match connect_tcp(dst, proxy.settings.pool.mark, timeout).await {
+        Ok(upstream) => {
+            tracing::debug!(%peer, %dst, "passthrough");
+            copy(tcp, upstream, peer, dst).await;
+        }
+        Err(error) => tracing::info!(%peer, %dst, %error, "passthrough failed"),
+    }
+}
+
+async fn tcp_to_cluster(
+    proxy: &Proxy,
+    tcp: TcpStream,
+    cluster: &Cluster,
+) -> Result<(), UpstreamError> {
+    let peer = tcp.peer_addr().ok();
+    let picked = cluster.pick();
+    let addr = picked.endpoint().address();
+    let upstream = connect_tcp(addr, proxy.settings.pool.mark, cluster.connect_timeout()).await?;
+    match cluster.tls() {
+        UpstreamTls::Plaintext => copy(tcp, upstream, peer, addr).await,
+        UpstreamTls::Mtls { expected } => {
+            let (tls, _) = proxy
+                .tls
+                .connect(upstream, addr, expected, Codec::Opaque)
+                .await?;
+            copy(tcp, tls, peer, addr).await;
+        }
+    }
+    Ok(())
+}
+
+/// Copies both ways with bounded buffers until both sides are done.
+pub(crate) async fn copy<A, B>(
+    mut a: A,
+    mut b: B,
+    from: impl std::fmt::Debug,
+    to: impl std::fmt::Display,
+) where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TCP_BUFFER, TCP_BUFFER).await {
+        Ok((sent, received)) => tracing::debug!(?from, %to, sent, received, "TCP stream done"),
+        Err(error) => tracing::debug!(?from, %to, %error, "TCP stream ended with an error"),
+    }
+}
+
+/// Routes one request with the config current when it arrived.
+async fn route_request(
+    proxy: Arc<Proxy>,
+    dst: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let config = proxy.config.current();
+    let Some(service) = config.outbound().service(dst) else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "service no longer known");
+    };
+    let ServiceTarget::Http(table) = service.target() else {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "service is no longer HTTP");
+    };
+    let authority = http::authority(&req).unwrap_or_else(|| dst.to_string());
+    let Some(route) = table.route(&authority, req.uri().path(), req.headers()) else {
+        tracing::debug!(%dst, %authority, path = req.uri().path(), "no route");
+        return error_response(StatusCode::NOT_FOUND, "no route");
+    };
+    let cluster = route.clusters().pick();
+    let picked = cluster.pick();
+    let codec = if service.protocol().is_h2() {
+        Codec::Http2
+    } else {
+        Codec::Http1
+    };
+    let up = Upstream {
+        pool: &proxy.pool,
+        key: PoolKey {
+            addr: picked.endpoint().address(),
+            tls: cluster.tls().clone(),
+            codec,
+        },
+        connect_timeout: cluster.connect_timeout(),
+        timeout: route.timeout(),
+        metrics: (&proxy.metrics, Direction::Outbound),
+    };
+    tracing::debug!(%dst, %authority, route = route.name(), cluster = cluster.name(), endpoint = %up.key.addr, "routed");
+    let response = http::forward(up, req, &authority).await;
+    drop(picked);
+    response
+}
