@@ -14,25 +14,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use hostmesh_ca::store::{self, InitOptions};
-use hostmesh_ca::tls::{
-    CertificateSlot, ExpectedServer, SpiffeServerVerifier, TrustBundle, certified_key,
-    client_config,
-};
-use hostmesh_ca::{CaPaths, CertificateAuthority, SpiffeId};
 use hostmesh_registry::xds::type_url;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Control, DeltaClient, Pki};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(format!("HOSTMESH_BENCH_{name}"))
@@ -105,47 +95,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(dir: &Path, registry: &Path) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_hostmesh-control"))
-        .args([
-            "run",
-            "--listen",
-            &address,
-            "--status-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--ca-dir")
-        .arg(dir.join("ca"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--registry-dir")
-        .arg(registry)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("hostmesh-control starts");
-    Server { child, address }
-}
-
 /// What the harness tells clients: the assignment to watch for, and when it changed.
 type Probe = Arc<Mutex<Option<(String, Instant)>>>;
 
@@ -153,48 +102,6 @@ struct ClientSetup {
     address: String,
     tls: Arc<rustls::ClientConfig>,
     id: usize,
-}
-
-async fn connect(setup: &ClientSetup) -> tonic::transport::Channel {
-    let config = setup.tls.clone();
-    let address = setup.address.clone();
-    tonic::transport::Endpoint::from_static("http://hostmesh-control")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let (config, address) = (config.clone(), address.clone());
-            async move {
-                let tcp = tokio::net::TcpStream::connect(address).await?;
-                tcp.set_nodelay(true)?;
-                let name = rustls_pki_types::ServerName::try_from("hostmesh-control")
-                    .map_err(std::io::Error::other)?;
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("connects")
-}
-
-fn node(id: usize) -> Node {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert(
-        "NAMESPACE".to_owned(),
-        Value {
-            kind: Some(Kind::StringValue("bench".to_owned())),
-        },
-    );
-    Node {
-        id: format!(
-            "sidecar~10.200.{}.{}~bench-{id}.bench~bench.svc.cluster.local",
-            id / 250,
-            id % 250
-        ),
-        metadata: Some(Struct {
-            fields: fields.into_iter().collect(),
-        }),
-        ..Node::default()
-    }
 }
 
 /// One agent-like delta client. Reports `synced` once it holds every assignment, then the
@@ -206,47 +113,24 @@ async fn run_client(
     synced: mpsc::Sender<()>,
     latencies: mpsc::UnboundedSender<Duration>,
 ) {
-    let channel = connect(&setup).await;
-    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(8);
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let subscribe = |type_url: &str, names: Vec<String>, first: bool| DeltaDiscoveryRequest {
-        node: first.then(|| node(setup.id)),
-        type_url: type_url.to_owned(),
-        resource_names_subscribe: names,
-        ..DeltaDiscoveryRequest::default()
+    let channel = common::connect(&setup.address, setup.tls.clone()).await;
+    let ip = format!("10.200.{}.{}", setup.id / 250, setup.id % 250);
+    let node = common::node(&ip, &format!("bench-{}", setup.id), "bench");
+    let Ok(mut client) = DeltaClient::open(channel, node, type_url::CLUSTER, &["*"]).await else {
+        return;
     };
-    tx.send(subscribe(type_url::CLUSTER, vec!["*".into()], true))
-        .await
-        .unwrap();
-    let mut stream = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .expect("stream opens")
-        .into_inner();
-    tx.send(subscribe(type_url::LISTENER, vec!["*".into()], false))
-        .await
-        .unwrap();
+    client.subscribe(type_url::LISTENER, &["*"]).await;
     let mut eds_subscribed = false;
     let mut endpoints_held = 0usize;
     let mut synced = Some(synced);
-    while let Ok(Some(response)) = stream.message().await {
-        let response: DeltaDiscoveryResponse = response;
+    while let Ok(response) = client.next(Duration::from_secs(3600)).await {
         let received = Instant::now();
-        let ack = DeltaDiscoveryRequest {
-            type_url: response.type_url.clone(),
-            response_nonce: response.nonce.clone(),
-            ..DeltaDiscoveryRequest::default()
-        };
-        if tx.send(ack).await.is_err() {
-            return;
-        }
+        client.ack(&response).await;
         if response.type_url == type_url::CLUSTER && !eds_subscribed {
             let names: Vec<String> = (0..services).map(cla_name).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             eds_subscribed = true;
-            tx.send(subscribe(type_url::ENDPOINT, names, false))
-                .await
-                .unwrap();
+            client.subscribe(type_url::ENDPOINT, &names).await;
         }
         if response.type_url == type_url::ENDPOINT {
             endpoints_held += response.resources.len();
@@ -282,42 +166,16 @@ fn main() {
             &service_file(s, endpoints, None),
         );
     }
-    let paths = CaPaths::new(dir.path().join("ca"));
-    store::init(&paths, &InitOptions::default(), None).unwrap();
-    let ca = CertificateAuthority::load(&paths, None).unwrap();
-    let client_id: SpiffeId = "spiffe://cluster.local/ns/bench/sa/agent".parse().unwrap();
-    let issued = ca
-        .issue_with_new_key(&client_id, &[], Duration::from_secs(3600))
-        .unwrap();
-    let slot = CertificateSlot::new(
-        certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes()).unwrap(),
-    );
-    let control: SpiffeId = "spiffe://cluster.local/ns/hostmesh-system/sa/hostmesh-control"
-        .parse()
-        .unwrap();
-    let bundle = TrustBundle::new(ca.trust_domain().clone(), ca.roots()).unwrap();
-    let tls = Arc::new(
-        client_config(
-            Some(slot),
-            SpiffeServerVerifier::new(bundle, ExpectedServer::Identity(control)),
-            &[b"h2"],
-        )
-        .unwrap(),
-    );
-
-    let server = start_server(dir.path(), &registry);
+    let pki = Pki::new(dir.path());
+    let tls = pki.client(Some("spiffe://cluster.local/ns/bench/sa/agent"));
+    let server = Control::start(env!("CARGO_BIN_EXE_hostmesh-control"), dir.path(), &registry);
     let pid = server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        // Wait for the port, then for the first snapshot to settle.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(&server.address).await.is_err() {
-            assert!(Instant::now() < deadline, "hostmesh-control did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Let the first snapshot settle.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss_idle = rss_kib(pid);
 
