@@ -134,6 +134,8 @@ pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Option<SpiffeId> {
 pub enum ExpectedServer {
     /// Exactly this identity.
     Identity(SpiffeId),
+    /// Any one of these (a service may run under several service accounts).
+    AnyOf(Arc<[SpiffeId]>),
     /// Any identity of the bundle's trust domain.
     AnyInTrustDomain,
 }
@@ -171,6 +173,16 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             ExpectedServer::Identity(want) if *want != id => Err(rustls::Error::General(format!(
                 "server identity is {id}, expected {want}"
             ))),
+            ExpectedServer::AnyOf(wanted) if !wanted.contains(&id) => {
+                Err(rustls::Error::General(format!(
+                    "server identity is {id}, expected one of {}",
+                    wanted
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
             _ => Ok(ServerCertVerified::assertion()),
         }
     }

@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use hostmesh_ca::SpiffeId;
 use hostmesh_ca::tls::{
-    CertificateSlot, SpiffeClientVerifier, TlsError, TrustBundle, server_config, spiffe_id_of,
+    CertificateSlot, ExpectedServer, SpiffeClientVerifier, SpiffeServerVerifier, TlsError,
+    TrustBundle, client_config, server_config, spiffe_id_of,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
@@ -75,7 +73,7 @@ pub enum HandshakeError {
     #[error("this host has no certificate yet")]
     NoCertificate,
     #[error("TLS client config: {0}")]
-    Config(#[from] rustls::Error),
+    Config(#[from] TlsError),
 }
 
 /// The verified identity of the other side of an mTLS connection.
@@ -198,17 +196,9 @@ impl MeshTls {
         if let Some(c) = clients.get(&(expected.clone(), codec)) {
             return Ok(TlsConnector::from(c.clone()));
         }
-        let verifier = Arc::new(OneOfServerVerifier {
-            bundle: self.bundle.clone(),
-            expected: expected.clone(),
-            algorithms: hostmesh_ca::tls::provider().signature_verification_algorithms,
-        });
-        let mut config = rustls::ClientConfig::builder_with_provider(hostmesh_ca::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_cert_resolver(self.slot.clone());
-        config.alpn_protocols = codec.client_alpn().iter().map(|p| p.to_vec()).collect();
+        let verifier =
+            SpiffeServerVerifier::new(self.bundle.clone(), ExpectedServer::AnyOf(expected.clone()));
+        let config = client_config(Some(self.slot.clone()), verifier, codec.client_alpn())?;
         let config = Arc::new(config);
         clients.insert((expected.clone(), codec), config.clone());
         Ok(TlsConnector::from(config))
@@ -218,61 +208,4 @@ impl MeshTls {
 pub(crate) fn sha256_hex(cert: &CertificateDer<'_>) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.as_ref());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Verifies the server's chain against the trust domain and accepts any of a set of SPIFFE
-/// IDs (a service may run under several service accounts), inside the handshake.
-#[derive(Debug)]
-struct OneOfServerVerifier {
-    bundle: TrustBundle,
-    expected: Arc<[SpiffeId]>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for OneOfServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let usage = webpki::KeyUsage::server_auth();
-        let id = self.bundle.verify(end_entity, intermediates, now, usage)?;
-        if self.expected.contains(&id) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "server identity is {id}, expected one of {}",
-                self.expected
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

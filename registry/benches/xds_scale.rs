@@ -168,7 +168,11 @@ fn main() {
     }
     let pki = Pki::new(dir.path());
     let tls = pki.client(Some("spiffe://cluster.local/ns/bench/sa/agent"));
-    let server = Control::start(env!("CARGO_BIN_EXE_hostmesh-control"), dir.path(), &registry);
+    let server = Control::start(
+        env!("CARGO_BIN_EXE_hostmesh-control"),
+        dir.path(),
+        &registry,
+    );
     let pid = server.child.id();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -52,8 +52,7 @@ impl Pki {
                 .issue_with_new_key(&id, &[], Duration::from_secs(3600))
                 .unwrap();
             CertificateSlot::new(
-                certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes())
-                    .unwrap(),
+                certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes()).unwrap(),
             )
         });
         let control: SpiffeId = "spiffe://cluster.local/ns/hostmesh-system/sa/hostmesh-control"
@@ -99,14 +98,23 @@ impl Control {
         let address = format!("127.0.0.1:{}", free_port());
         let status_address = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin)
-            .args(["run", "--listen", &address, "--status-listen", &status_address])
+            .args([
+                "run",
+                "--listen",
+                &address,
+                "--status-listen",
+                &status_address,
+            ])
             .arg("--ca-dir")
             .arg(dir.join("ca"))
             .arg("--state-dir")
             .arg(dir.join("state"))
             .arg("--registry-dir")
             .arg(registry)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
