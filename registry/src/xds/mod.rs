@@ -10,5 +10,6 @@
 //! contents: it asks the [`Translator`] for resources and diffs them by version.
 
 pub mod resources;
+pub mod server;
 
 pub use resources::{NodeInfo, Resource, ResourceSet, Translator, type_url};
