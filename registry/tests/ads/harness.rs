@@ -118,13 +118,22 @@ pub fn host(service: &str) -> String {
 
 /// A snapshot with one `ServiceEntry` per service, each with inline endpoints.
 pub fn snapshot(version: u64, services: &[(&str, &[&str])]) -> Snapshot {
+    let owned: Vec<(String, Vec<String>)> = services
+        .iter()
+        .map(|(n, ips)| (n.to_string(), ips.iter().map(|s| s.to_string()).collect()))
+        .collect();
+    snapshot_of(version, &owned)
+}
+
+/// [`snapshot`] with owned names.
+pub fn snapshot_of(version: u64, services: &[(String, Vec<String>)]) -> Snapshot {
     let mut yaml = String::new();
     for (name, ips) in services {
         yaml.push_str(&format!(
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: demo\nspec:\n  hosts: [{}]\n  location: MESH_INTERNAL\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints:\n",
             host(name)
         ));
-        for ip in *ips {
+        for ip in ips {
             yaml.push_str(&format!("  - address: {ip}\n"));
         }
         yaml.push_str("---\n");
@@ -189,36 +198,17 @@ impl Env {
 
     /// A client certificate for `identity`.
     pub fn certificate(&self, identity: &str) -> Arc<CertificateSlot> {
-        let issued = self
-            .ca
-            .issue_with_new_key(&id(identity), &[], Duration::from_secs(3600))
-            .unwrap();
-        let key =
-            certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes()).unwrap();
-        CertificateSlot::new(key)
+        certificate(&self.ca, identity)
     }
 
     /// A gRPC channel over TLS, presenting `certificate` if given.
     pub async fn channel(&self, certificate: Option<Arc<CertificateSlot>>) -> Channel {
-        let bundle = TrustBundle::new(self.ca.trust_domain().clone(), self.ca.roots()).unwrap();
-        let expected = ExpectedServer::Identity(control_identity(&self.ca).unwrap());
-        let verifier = SpiffeServerVerifier::new(bundle, expected);
-        let config = client_config(certificate, verifier, &[b"h2"]).unwrap();
-        let connector = TlsConnector::from(Arc::new(config));
-        let addr = self.addr;
-        GrpcEndpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = TcpStream::connect(addr).await?;
-                    let name = ServerName::try_from("hostmesh-control").unwrap();
-                    let tls = connector.connect(name, tcp).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .unwrap()
+        connect(&self.ca, self.addr, certificate).await
+    }
+
+    /// Where the CA's files are.
+    pub fn ca_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("ca")
     }
 
     /// A channel presenting a fresh certificate for `spiffe://cluster.local/ns/demo/sa/bill`.
@@ -229,8 +219,17 @@ impl Env {
 
     /// Waits (bounded) until the status table satisfies `check`.
     pub async fn wait_status(&self, what: &str, check: impl Fn(&[NodeStatus]) -> bool) {
+        self.wait_status_within(what, BOUND, check).await;
+    }
+
+    pub async fn wait_status_within(
+        &self,
+        what: &str,
+        bound: Duration,
+        check: impl Fn(&[NodeStatus]) -> bool,
+    ) {
         let mut changes = self.ads.status_changes();
-        let waited = tokio::time::timeout(BOUND, async {
+        let waited = tokio::time::timeout(bound, async {
             loop {
                 changes.borrow_and_update();
                 if check(&self.ads.status()) {
@@ -251,6 +250,41 @@ impl Env {
     pub fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
     }
+}
+
+/// A client certificate for `identity`, from `ca`.
+pub fn certificate(ca: &CertificateAuthority, identity: &str) -> Arc<CertificateSlot> {
+    let issued = ca
+        .issue_with_new_key(&id(identity), &[], Duration::from_secs(3600))
+        .unwrap();
+    let key = certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes()).unwrap();
+    CertificateSlot::new(key)
+}
+
+/// A gRPC channel over TLS to the control server at `addr`, presenting `certificate`.
+pub async fn connect(
+    ca: &CertificateAuthority,
+    addr: SocketAddr,
+    certificate: Option<Arc<CertificateSlot>>,
+) -> Channel {
+    let bundle = TrustBundle::new(ca.trust_domain().clone(), ca.roots()).unwrap();
+    let expected = ExpectedServer::Identity(control_identity(ca).unwrap());
+    let verifier = SpiffeServerVerifier::new(bundle, expected);
+    let config = client_config(certificate, verifier, &[b"h2"]).unwrap();
+    let connector = TlsConnector::from(Arc::new(config));
+    GrpcEndpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("hostmesh-control").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .unwrap()
 }
 
 pub fn node(id: &str, namespace: &str) -> Node {
@@ -330,7 +364,11 @@ impl DeltaClient {
     }
 
     pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
-        tokio::time::timeout(BOUND, self.rx.message())
+        self.recv_within(BOUND).await
+    }
+
+    pub async fn recv_within(&mut self, bound: Duration) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(bound, self.rx.message())
             .await
             .expect("no response within the bound")
             .unwrap()

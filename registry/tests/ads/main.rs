@@ -4,4 +4,5 @@
 mod auth;
 mod delta;
 mod harness;
+mod scale;
 mod sotw;

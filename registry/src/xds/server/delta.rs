@@ -5,7 +5,8 @@
 //! push carries only resources whose version changed and the names that went away. The
 //! client's `initial_resource_versions` seed that record, so nothing it already has is sent
 //! again. ACK and NACK are matched by nonce; a NACKed resource is not resent until its
-//! version changes again.
+//! version changes again. Large answers are split into several responses
+//! ([`MAX_RESPONSE_BYTES`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -13,6 +14,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
 };
+use prost::Message;
 use tonic::Status;
 use tracing::{debug, warn};
 
@@ -24,10 +26,18 @@ use crate::xds::type_url;
 /// Unanswered responses remembered per type, for matching ACKs.
 const PENDING: usize = 16;
 
+/// Resources of one response are cut after this many encoded bytes (a single larger resource
+/// still goes alone). Large answers, such as the first one to a wildcard subscription, go out
+/// as several responses: the client receives the same resources, the server's per-stream
+/// encode buffer (which keeps the size of the largest message) stays small, and no message
+/// approaches gRPC's 4 MiB default limit.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 struct Subscription {
     wildcard: bool,
-    names: HashSet<String>,
+    /// Explicit names (sharing the generation's string when the resource exists).
+    names: HashSet<Name>,
     /// What the client holds: name → version fingerprint.
     known: HashMap<Name, u64>,
     /// Nonce and system version of responses not yet ACKed or NACKed, oldest first.
@@ -104,28 +114,48 @@ pub struct Delta {
     types: BTreeMap<&'static str, Subscription>,
 }
 
+/// Splits `changes` into responses of at most [`MAX_RESPONSE_BYTES`] of resources each
+/// (removals go in the first), each with its own nonce.
 fn respond(
     ctx: &mut Context,
     sub: &mut Subscription,
     type_url: &'static str,
     changes: Changes,
-) -> DeltaDiscoveryResponse {
+) -> Vec<DeltaDiscoveryResponse> {
+    let mut chunks: Vec<Vec<WireResource>> = vec![Vec::new()];
+    let mut size = 0;
+    for resource in changes.resources {
+        let len = resource.encoded_len();
+        if size + len > MAX_RESPONSE_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(resource);
+        }
+    }
+    let mut removed: Vec<String> = changes.removed.into_iter().collect();
     let version = ctx.view.generation.number.to_string();
-    let nonce = ctx.nonce();
-    if sub.pending.len() == PENDING {
-        sub.pending.pop_front();
+    let mut responses = Vec::with_capacity(chunks.len());
+    for resources in chunks {
+        let nonce = ctx.nonce();
+        if sub.pending.len() == PENDING {
+            sub.pending.pop_front();
+        }
+        sub.pending.push_back((nonce.clone(), version.clone()));
+        debug!(connection = ctx.connection, type_url, %version, %nonce, resources = resources.len(), removed = removed.len(), "sending");
+        responses.push(DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources,
+            type_url: type_url.to_owned(),
+            removed_resources: std::mem::take(&mut removed),
+            nonce,
+            ..Default::default()
+        });
     }
-    sub.pending.push_back((nonce.clone(), version.clone()));
     ctx.status.sent(type_url, &version);
-    debug!(connection = ctx.connection, type_url, %version, %nonce, resources = changes.resources.len(), removed = changes.removed.len(), "sending");
-    DeltaDiscoveryResponse {
-        system_version_info: version,
-        resources: changes.resources,
-        type_url: type_url.to_owned(),
-        removed_resources: changes.removed.into_iter().collect(),
-        nonce,
-        ..Default::default()
-    }
+    responses
 }
 
 fn ack_or_nack(
@@ -195,7 +225,11 @@ impl Protocol for Delta {
                 compare_all |= !sub.wildcard || first;
                 sub.wildcard = true;
             } else {
-                sub.names.insert(name.clone());
+                let key = ctx
+                    .view
+                    .get(type_url, name)
+                    .map_or_else(|| Name::from(name.as_str()), |(k, _)| k.clone());
+                sub.names.insert(key);
                 added.push(name.as_str());
             }
         }
@@ -203,7 +237,7 @@ impl Protocol for Delta {
             if name == "*" {
                 sub.wildcard = false;
             } else {
-                sub.names.remove(name);
+                sub.names.remove(name.as_str());
             }
         }
         if first || !request.resource_names_unsubscribe.is_empty() {
@@ -227,7 +261,7 @@ impl Protocol for Delta {
             }
         }
         if first || !changes.is_empty() {
-            Ok(vec![respond(ctx, sub, type_url, changes)])
+            Ok(respond(ctx, sub, type_url, changes))
         } else {
             Ok(Vec::new())
         }
@@ -251,7 +285,7 @@ impl Protocol for Delta {
                 None => changes.everything(sub, &ctx.view, type_url),
             }
             if !changes.is_empty() {
-                responses.push(respond(ctx, sub, type_url, changes));
+                responses.extend(respond(ctx, sub, type_url, changes));
             }
         }
         responses

@@ -127,6 +127,7 @@ async fn follow(shared: Arc<Shared>, mut snapshots: watch::Receiver<Snapshot>) {
         let previous = shared.generations.borrow().clone();
         let translator = shared.translator.clone();
         let version = snapshot.version();
+        let started = std::time::Instant::now();
         let next = tokio::task::spawn_blocking(move || {
             let resources = translator.shared(&snapshot);
             Generation::next(&previous, snapshot, &resources)
@@ -137,6 +138,7 @@ async fn follow(shared: Arc<Shared>, mut snapshots: watch::Receiver<Snapshot>) {
                 info!(
                     generation = generation.number,
                     snapshot = version,
+                    took = ?started.elapsed(),
                     "xDS generation ready"
                 );
                 shared.generations.send_replace(Arc::new(generation));
