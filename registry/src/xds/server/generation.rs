@@ -212,3 +212,96 @@ impl NodeView {
         h.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::util::pack_any;
+
+    use super::*;
+
+    fn clusters(specs: &[(&str, &str)]) -> ResourceSet {
+        let mut set = ResourceSet::new();
+        for (name, alt) in specs {
+            let cluster = Cluster {
+                name: (*name).to_owned(),
+                alt_stat_name: (*alt).to_owned(),
+                ..Default::default()
+            };
+            set.insert(Resource::new(*name, pack_any(cluster)));
+        }
+        set
+    }
+
+    fn names(names: &[Name]) -> Vec<&str> {
+        let mut names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn the_diff_names_added_changed_and_removed_resources_only() {
+        let first = Generation::first(
+            Snapshot::default(),
+            &clusters(&[("a", "1"), ("b", "1"), ("c", "1")]),
+        );
+        assert_eq!(names(first.changed(type_url::CLUSTER)), ["a", "b", "c"]);
+        let next = Generation::next(
+            &first,
+            Snapshot::default(),
+            &clusters(&[("a", "1"), ("b", "2"), ("d", "1")]),
+        );
+        assert_eq!(next.number, 2);
+        assert_eq!(names(next.changed(type_url::CLUSTER)), ["b", "c", "d"]);
+        assert!(next.changed(type_url::ENDPOINT).is_empty());
+        assert_ne!(
+            first.digest(type_url::CLUSTER),
+            next.digest(type_url::CLUSTER)
+        );
+    }
+
+    #[test]
+    fn a_view_that_skipped_generations_compares_everything() {
+        let g1 = Arc::new(Generation::first(
+            Snapshot::default(),
+            &clusters(&[("a", "1")]),
+        ));
+        let g2 = Arc::new(Generation::next(
+            &g1,
+            Snapshot::default(),
+            &clusters(&[("a", "2")]),
+        ));
+        let g3 = Arc::new(Generation::next(
+            &g2,
+            Snapshot::default(),
+            &clusters(&[("a", "3")]),
+        ));
+        let mut view = NodeView::new(g1, &ResourceSet::new());
+        view.refresh(g2, &clusters(&[("own", "1")]));
+        assert_eq!(
+            view.changed(type_url::CLUSTER)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a", "own"]
+        );
+        assert!(view.get(type_url::CLUSTER, "own").is_some());
+        view.refresh(g3.clone(), &clusters(&[("own", "1")]));
+        assert_eq!(
+            view.changed(type_url::CLUSTER)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        let g5 = Generation::next(
+            &Generation::next(&g3, Snapshot::default(), &clusters(&[])),
+            Snapshot::default(),
+            &clusters(&[("a", "5")]),
+        );
+        view.refresh(Arc::new(g5), &clusters(&[("own", "1")]));
+        assert!(view.changed(type_url::CLUSTER).is_none());
+    }
+}

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use hostmesh_ca::SpiffeId;
@@ -25,6 +26,9 @@ use crate::xds::{NodeInfo, type_url};
 
 /// Responses waiting to be written to one stream.
 const STREAM_BUFFER: usize = 8;
+
+/// How long an authenticated client may take to send its first request.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The response stream of one ADS call.
 pub type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
@@ -111,9 +115,13 @@ where
         warn!(address = ?address, mode = ?P::MODE, reason = e.message(), "ADS stream refused");
     })?;
     let mut inbound = request.into_inner();
-    let first = inbound
-        .message()
-        .await?
+    let first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no request within {FIRST_REQUEST_TIMEOUT:?} of opening the stream"
+            ))
+        })??
         .ok_or_else(|| Status::invalid_argument("the stream ended before its first request"))?;
     let node = node_info(P::node(&first), &identity).map_err(|e| {
         warn!(address = ?address, %identity, reason = %e, "ADS stream refused");
