@@ -189,17 +189,25 @@ impl DeltaClient {
         names: &[&str],
     ) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
-        let mut client = Self {
-            tx,
-            stream: AggregatedDiscoveryServiceClient::new(channel)
-                .max_decoding_message_size(256 << 20)
-                .delta_aggregated_resources(ReceiverStream::new(rx))
-                .await?
-                .into_inner(),
+        // The first request goes out with the call: the server answers the call only once
+        // it has read it.
+        let first = DeltaDiscoveryRequest {
             node: Some(node),
+            type_url: type_url.to_owned(),
+            resource_names_subscribe: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..DeltaDiscoveryRequest::default()
         };
-        client.subscribe(type_url, names).await;
-        Ok(client)
+        let _ = tx.send(first).await;
+        let stream = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(Self {
+            tx,
+            stream,
+            node: None,
+        })
     }
 
     pub async fn subscribe(&mut self, type_url: &str, names: &[&str]) {

@@ -7,18 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostmesh_ca::TrustDomain;
+use hostmesh_registry::xds::OutboundPolicy;
 use serde::Deserialize;
 
 use crate::{DEFAULT_CA_DIR, DEFAULT_STATE_DIR};
 
 pub const DEFAULT_CONFIG: &str = "/etc/hostmesh/control.yaml";
-
-/// What to do with traffic to destinations the mesh does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundPolicy {
-    AllowAny,
-    RegistryOnly,
-}
 
 /// The validated settings.
 #[derive(Debug, Clone)]

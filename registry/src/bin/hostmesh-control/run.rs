@@ -1,4 +1,5 @@
-//! `hostmesh-control run`: serves the certificate service on the xDS port over TLS.
+//! `hostmesh-control run`: the static registry → model snapshots → translation → ADS, with the
+//! certificate service on the same TLS port (15012) and the status API on 15014.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,10 +11,15 @@ use hostmesh_ca::sign::SigningPolicy;
 use hostmesh_ca::tls::{SpiffeClientVerifier, TrustBundle, server_config};
 use hostmesh_ca::token::{TokenKey, UsedTokens};
 use hostmesh_ca::{CaPaths, CertificateAuthority};
+use hostmesh_registry::model::Snapshot;
 use hostmesh_registry::model::validate::Context as ModelContext;
-use hostmesh_registry::sources::static_files::StaticSource;
+use hostmesh_registry::sources::static_files::{StaticSource, StaticView};
+use hostmesh_registry::xds::server::AdsServer;
+use hostmesh_registry::xds::server::http::serve_status;
+use hostmesh_registry::xds::{MeshTranslator, TranslatorConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::{ConfigErrors, ControlConfig, DEFAULT_CONFIG, Settings};
@@ -68,9 +74,31 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
     )
     .watch()
     .with_context(|| format!("static registry {}", args.registry_dir.display()))?;
+    let translator = MeshTranslator::new(TranslatorConfig {
+        trust_domain: ca.trust_domain().clone(),
+        outbound_policy: args.outbound_traffic_policy,
+        ..TranslatorConfig::default()
+    });
+    let ads = AdsServer::start(Arc::new(translator), snapshots(registry.subscribe()));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let status_listener = TcpListener::bind(args.status_listen)
+        .await
+        .with_context(|| format!("binding {}", args.status_listen))?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown().await;
+        let _ = stop.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tokio::spawn(serve_status(
+        status_listener,
+        ads.clone(),
+        stopped(stopping.clone()),
+    ));
     info!(
         listen = %listener.local_addr()?,
         trust_domain = %ca.trust_domain(),
@@ -81,6 +109,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         registry_dir = %args.registry_dir.display(),
         registry_version = registry.current().snapshot.version(),
         status_listen = %args.status_listen,
+        xds_generation = ads.generation(),
         outbound_traffic_policy = ?args.outbound_traffic_policy,
         "hostmesh-control serving"
     );
@@ -92,11 +121,26 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
     let service = CertificateService::new(ca, policy, tokens, used);
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown())
+        .add_service(ads.service())
+        .serve_with_incoming_shutdown(incoming, stopped(stopping))
         .await
         .context("serving")?;
     info!("hostmesh-control stopped");
     Ok(())
+}
+
+/// The model snapshots of the registry's views, for the ADS server.
+fn snapshots(mut views: watch::Receiver<StaticView>) -> watch::Receiver<Snapshot> {
+    let (tx, rx) = watch::channel(views.borrow_and_update().snapshot.clone());
+    tokio::spawn(async move {
+        while views.changed().await.is_ok() {
+            let snapshot = views.borrow_and_update().snapshot.clone();
+            if tx.send(snapshot).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 async fn shutdown() {

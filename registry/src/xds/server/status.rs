@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// Which of the two ADS protocols a stream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// `StreamAggregatedResources`.
@@ -23,7 +23,7 @@ pub enum Mode {
 }
 
 /// A rejected version and the client's reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nack {
     pub version: String,
     pub message: String,
@@ -32,7 +32,7 @@ pub struct Nack {
 }
 
 /// One type URL on one stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeStatus {
     /// The version last sent (state of the world: `version_info`; delta:
     /// `system_version_info`, the server's generation).
@@ -45,7 +45,7 @@ pub struct TypeStatus {
 }
 
 /// One connected node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Unique per connection in this process.
     pub connection: u64,

@@ -2,7 +2,10 @@
 //!
 //! `hostmesh validate FILE…` checks registry files with the same parser and validation as
 //! the control server, prints each problem as `file:line: …`, and exits non-zero when any
-//! document is invalid. Later subcommands: `status`, `describe`, `config-dump`, `demo`.
+//! document is invalid. `hostmesh status` lists the agents connected to a control server and
+//! whether each runs the config it was sent. Later: `describe`, `config-dump`, `demo`.
+
+mod status;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,6 +32,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show every connected agent and, per xDS type, whether it runs what was sent.
+    Status {
+        /// The control server's status API.
+        #[arg(
+            long,
+            env = "HOSTMESH_STATUS_ADDRESS",
+            default_value = "127.0.0.1:15014"
+        )]
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +58,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::Status { address } => {
+            print!("{}", status::render(&status::fetch(&address)?));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

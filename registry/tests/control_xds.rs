@@ -1,0 +1,244 @@
+//! `hostmesh-control run` end to end: a real process, a registry folder, and an agent-like
+//! delta ADS client over mutual TLS on 127.0.0.1.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Control, DeltaClient, Pki, connect, node};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+use hostmesh_registry::xds::type_url;
+use prost::Message;
+
+const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
+const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
+
+fn bill_yaml(v1_address: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: bill-service, namespace: demo}}
+spec:
+  hosts: [bill-service.demo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 9999, name: http, protocol: HTTP}}
+  workloadSelector:
+    labels: {{app: bill-service}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: bill-vm-1, namespace: demo}}
+spec:
+  address: {v1_address}
+  labels: {{app: bill-service, version: v1}}
+  serviceAccount: bill
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: bill-vm-2, namespace: demo}}
+spec:
+  address: 10.0.0.6
+  labels: {{app: bill-service, version: v2}}
+  serviceAccount: bill
+"
+    )
+}
+
+/// Replaces a registry file the way editors and Ansible do: write aside, then rename.
+fn replace(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.swp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn addresses(response: &DeltaDiscoveryResponse, name: &str) -> Vec<String> {
+    let Some(resource) = response.resources.iter().find(|r| r.name == name) else {
+        return Vec::new();
+    };
+    let cla = ClusterLoadAssignment::decode(resource.resource.as_ref().unwrap().value.as_slice())
+        .unwrap();
+    let mut out: Vec<String> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .filter_map(|e| {
+            use envoy_types::pb::envoy::config::core::v3::address::Address;
+            use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+            let Some(HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
+                return None;
+            };
+            match endpoint.address.as_ref()?.address.as_ref()? {
+                Address::SocketAddress(s) => Some(s.address.clone()),
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The next response of `type_url`, ACKing every response on the way.
+async fn next_of(
+    client: &mut DeltaClient,
+    type_url: &str,
+    within: Duration,
+) -> DeltaDiscoveryResponse {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let response = client
+            .next(left)
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {type_url}: {e}"));
+        if response.type_url == type_url {
+            return response;
+        }
+        client.ack(&response).await;
+    }
+}
+
+fn hostmesh(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hostmesh"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_follow_the_registry_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.d");
+    std::fs::create_dir(&registry).unwrap();
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
+    let pki = Pki::new(dir.path());
+    let control = Control::start(
+        env!("CARGO_BIN_EXE_hostmesh-control"),
+        dir.path(),
+        &registry,
+    );
+
+    // An agent-like client gets the clusters, then the endpoints it asks for.
+    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
+    let mut agent = DeltaClient::open(
+        channel,
+        node("10.0.0.9", "front-vm", "demo"),
+        type_url::CLUSTER,
+        &["*"],
+    )
+    .await
+    .unwrap();
+    let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(5)).await;
+    let names: Vec<&str> = clusters.resources.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&BILL), "{names:?}");
+    agent.ack(&clusters).await;
+    agent.subscribe(type_url::ENDPOINT, &[BILL]).await;
+    let endpoints = next_of(&mut agent, type_url::ENDPOINT, Duration::from_secs(5)).await;
+    assert_eq!(addresses(&endpoints, BILL), ["10.0.0.5", "10.0.0.6"]);
+    agent.ack(&endpoints).await;
+
+    // Editing the file pushes the change within a second, and only the changed assignment.
+    let edited = Instant::now();
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.7"));
+    let update = next_of(&mut agent, type_url::ENDPOINT, Duration::from_secs(1)).await;
+    assert!(edited.elapsed() < Duration::from_secs(1));
+    let names: Vec<&str> = update.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, [BILL], "only the changed resource is sent");
+    assert_eq!(addresses(&update, BILL), ["10.0.0.6", "10.0.0.7"]);
+    agent.ack(&update).await;
+
+    // A broken edit keeps the last good config: nothing is pushed, and `hostmesh validate`
+    // points at the file and line.
+    replace(&registry, "bill.yaml", &bill_yaml("not-an-address!"));
+    match agent.next(Duration::from_millis(800)).await {
+        Err(e) => assert_eq!(e, "timed out"),
+        Ok(r) => panic!(
+            "a broken file pushed {:?} {:?}",
+            r.type_url,
+            r.resources.iter().map(|r| &r.name).collect::<Vec<_>>()
+        ),
+    }
+    let (code, out) = hostmesh(&["validate", &registry.join("bill.yaml").to_string_lossy()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("bill.yaml:17: WorkloadEntry demo/bill-vm-1: spec.address:"), "{out}");
+    assert!(out.contains("WorkloadEntry demo/bill-vm-1"), "{out}");
+
+    // A NACK shows in `hostmesh status` with its message.
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.8"));
+    let update = next_of(&mut agent, type_url::ENDPOINT, Duration::from_secs(2)).await;
+    assert_eq!(addresses(&update, BILL), ["10.0.0.6", "10.0.0.8"]);
+    agent
+        .nack(&update, "endpoint 10.0.0.8 unreachable from this host")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        let (code, out) = hostmesh(&["status", "--address", &control.status_address]);
+        assert_eq!(code, Some(0), "{out}");
+        if out.contains("NACKED") || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("sidecar~10.0.0.9~front-vm.demo"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("spiffe://cluster.local/ns/demo/sa/front"),
+        "{row}"
+    );
+    assert!(row.contains("delta"), "{row}");
+    assert!(row.contains("NACKED"), "{row}");
+    assert!(out.contains("EDS version"), "{out}");
+    assert!(
+        out.contains("endpoint 10.0.0.8 unreachable from this host"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_no_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.d");
+    std::fs::create_dir(&registry).unwrap();
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
+    let pki = Pki::new(dir.path());
+    let control = Control::start(
+        env!("CARGO_BIN_EXE_hostmesh-control"),
+        dir.path(),
+        &registry,
+    );
+    let channel = connect(&control.address, pki.client(None)).await;
+    let outcome = match DeltaClient::open(
+        channel,
+        node("10.0.0.9", "front-vm", "demo"),
+        type_url::CLUSTER,
+        &["*"],
+    )
+    .await
+    {
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+        Ok(mut client) => match client.next(Duration::from_secs(5)).await {
+            Ok(r) => panic!("got {} resources without a certificate", r.resources.len()),
+            Err(e) => e,
+        },
+    };
+    assert!(outcome.starts_with("Unauthenticated"), "{outcome}");
+    // And the status shows no agent.
+    let (code, out) = hostmesh(&["status", "--address", &control.status_address]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(no agents connected)"), "{out}");
+}
