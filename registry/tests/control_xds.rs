@@ -173,7 +173,10 @@ async fn agents_follow_the_registry_folder() {
     }
     let (code, out) = hostmesh(&["validate", &registry.join("bill.yaml").to_string_lossy()]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("bill.yaml:17: WorkloadEntry demo/bill-vm-1: spec.address:"), "{out}");
+    assert!(
+        out.contains("bill.yaml:17: WorkloadEntry demo/bill-vm-1: spec.address:"),
+        "{out}"
+    );
     assert!(out.contains("WorkloadEntry demo/bill-vm-1"), "{out}");
 
     // A NACK shows in `hostmesh status` with its message.

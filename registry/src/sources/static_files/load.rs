@@ -57,6 +57,16 @@ pub struct LoadOutcome {
 /// - When a file cannot be read, or holds a document so broken that its key is unknown, the
 ///   previous objects of that file that are not otherwise defined stay in force.
 pub fn load(files: &[FileContents], previous: &State, ctx: &Context) -> LoadOutcome {
+    load_with(files, previous, |path, text| parse_file(path, text, ctx))
+}
+
+/// [`load`] with the parsing of one file supplied by the caller (the watcher reuses the parse
+/// of files whose text did not change).
+pub fn load_with(
+    files: &[FileContents],
+    previous: &State,
+    mut parse: impl FnMut(&std::path::Path, &str) -> super::parse::ParsedFile,
+) -> LoadOutcome {
     let mut out = LoadOutcome::default();
     let mut keep_file_objects: BTreeSet<PathBuf> = BTreeSet::new();
     let mut failed_keys: Vec<(ObjectKey, PathBuf)> = Vec::new();
@@ -76,7 +86,7 @@ pub fn load(files: &[FileContents], previous: &State, ctx: &Context) -> LoadOutc
                 continue;
             }
         };
-        let parsed = parse_file(&file.path, text, ctx);
+        let parsed = parse(&file.path, text);
         for err in parsed.errors {
             match &err.key {
                 Some(key) => failed_keys.push((key.clone(), file.path.clone())),

@@ -21,7 +21,7 @@ pub struct LoadedObject {
 }
 
 /// What one file gave.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ParsedFile {
     /// Good objects, in file order.
     pub objects: Vec<LoadedObject>,

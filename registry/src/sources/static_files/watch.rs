@@ -3,6 +3,7 @@
 //! debounced, the folder is read again, and the new [`StaticView`] is published at once
 //! through a `tokio::sync::watch` channel.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tokio::sync::watch;
 
 use super::error::{DocumentError, SourceError};
-use super::load::{FileContents, State, load};
+use super::load::{FileContents, State, load_with};
+use super::parse::{ParsedFile, parse_file};
 use crate::model::Snapshot;
 use crate::model::types::TrustDomain;
 use crate::model::validate::Context;
@@ -73,6 +75,9 @@ pub struct StaticSource {
     trust_domain: TrustDomain,
     state: State,
     version: u64,
+    /// The last parse of each file, by path, with the text it was made from: a reload parses
+    /// only files whose text changed.
+    parsed: HashMap<PathBuf, (String, ParsedFile)>,
 }
 
 impl StaticSource {
@@ -83,6 +88,7 @@ impl StaticSource {
             trust_domain,
             state: State::default(),
             version: 0,
+            parsed: HashMap::new(),
         }
     }
 
@@ -94,7 +100,17 @@ impl StaticSource {
     /// is left as it was and the error returned.
     pub fn reload(&mut self) -> Result<StaticView, SourceError> {
         let files = read_dir(&self.dir)?;
-        let outcome = load(&files, &self.state, &self.ctx);
+        let mut parsed = HashMap::with_capacity(files.len());
+        let (ctx, previous) = (&self.ctx, &mut self.parsed);
+        let outcome = load_with(&files, &self.state, |path, text| {
+            let result = match previous.remove(path) {
+                Some((old, result)) if old == text => result,
+                _ => parse_file(path, text, ctx),
+            };
+            parsed.insert(path.to_owned(), (text.to_owned(), result.clone()));
+            result
+        });
+        self.parsed = parsed;
         self.state = outcome.state;
         self.version += 1;
         for e in &outcome.errors {
@@ -139,6 +155,16 @@ impl StaticSource {
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
             match res {
                 Ok(events) if events.is_empty() => return,
+                // Editors' and Ansible's temporary files come and go; only a change to a
+                // registry file (including a rename onto one) needs a reload.
+                Ok(events)
+                    if !events
+                        .iter()
+                        .flat_map(|e| e.event.paths.iter())
+                        .any(|p| is_registry_file(p)) =>
+                {
+                    return;
+                }
                 Ok(_) => {}
                 Err(errors) => {
                     for e in errors {
