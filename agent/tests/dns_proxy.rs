@@ -56,7 +56,11 @@ async fn mesh_names_answer_from_the_table() {
     let mx = ask_udp(any_local(), dns.udp_addrs()[0], MESH, RecordType::MX).await;
     assert_eq!(mx.metadata.response_code, ResponseCode::NoError);
     assert!(mx.answers.is_empty());
-    assert!(upstream.asked().is_empty(), "mesh names went upstream: {:?}", upstream.asked());
+    assert!(
+        upstream.asked().is_empty(),
+        "mesh names went upstream: {:?}",
+        upstream.asked()
+    );
     dns.shutdown().await;
 }
 
@@ -64,7 +68,13 @@ async fn mesh_names_answer_from_the_table() {
 async fn short_names_resolve_through_search_domains() {
     let upstream = FakeUpstream::start(any_local(), UPSTREAM_ANSWER).await;
     let (dns, _resolv) = proxy(mesh_table().shared(), upstream.addr.port()).await;
-    let short = ask_udp(any_local(), dns.udp_addrs()[0], "bill-service.", RecordType::A).await;
+    let short = ask_udp(
+        any_local(),
+        dns.udp_addrs()[0],
+        "bill-service.",
+        RecordType::A,
+    )
+    .await;
     assert_eq!(addresses(&short), [ip("240.240.0.1")]);
     assert_eq!(short.answers[0].name.to_string(), "bill-service.");
 
@@ -83,7 +93,13 @@ async fn short_names_resolve_through_search_domains() {
 async fn other_names_are_forwarded_and_the_answer_comes_back() {
     let upstream = FakeUpstream::start(any_local(), UPSTREAM_ANSWER).await;
     let (dns, _resolv) = proxy(mesh_table().shared(), upstream.addr.port()).await;
-    let udp = ask_udp(any_local(), dns.udp_addrs()[0], "www.example.com.", RecordType::A).await;
+    let udp = ask_udp(
+        any_local(),
+        dns.udp_addrs()[0],
+        "www.example.com.",
+        RecordType::A,
+    )
+    .await;
     assert_eq!(udp.metadata.response_code, ResponseCode::NoError);
     assert_eq!(udp.metadata.id, 0x4242);
     assert_eq!(addresses(&udp), [IpAddr::V4(UPSTREAM_ANSWER)]);
@@ -94,12 +110,26 @@ async fn other_names_are_forwarded_and_the_answer_comes_back() {
 #[tokio::test]
 async fn a_failing_upstream_means_servfail_never_nxdomain() {
     // Bind and drop a socket to get a port nothing listens on.
-    let dead_port = std::net::UdpSocket::bind(any_local()).unwrap().local_addr().unwrap().port();
+    let dead_port = std::net::UdpSocket::bind(any_local())
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (dns, _resolv) = proxy(mesh_table().shared(), dead_port).await;
-    let answer = ask_udp(any_local(), dns.udp_addrs()[0], "www.example.com.", RecordType::A).await;
+    let answer = ask_udp(
+        any_local(),
+        dns.udp_addrs()[0],
+        "www.example.com.",
+        RecordType::A,
+    )
+    .await;
     assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
     let mesh = ask_udp(any_local(), dns.udp_addrs()[0], MESH, RecordType::A).await;
-    assert_eq!(addresses(&mesh), [ip("240.240.0.1")], "mesh names need no upstream");
+    assert_eq!(
+        addresses(&mesh),
+        [ip("240.240.0.1")],
+        "mesh names need no upstream"
+    );
     dns.shutdown().await;
 }
 
@@ -109,7 +139,11 @@ async fn a_swapped_table_takes_effect_without_restart() {
     let table = NameTable::default().shared();
     let (dns, _resolv) = proxy(table.clone(), upstream.addr.port()).await;
     let before = ask_udp(any_local(), dns.udp_addrs()[0], MESH, RecordType::A).await;
-    assert_eq!(addresses(&before), [IpAddr::V4(UPSTREAM_ANSWER)], "not yet a mesh name");
+    assert_eq!(
+        addresses(&before),
+        [IpAddr::V4(UPSTREAM_ANSWER)],
+        "not yet a mesh name"
+    );
 
     table.store(mesh_table().into());
     let after = ask_udp(any_local(), dns.udp_addrs()[0], MESH, RecordType::A).await;

@@ -39,7 +39,11 @@ fn table_in(ruleset: &Value, family: &str, table: &str) -> Vec<Value> {
         .iter()
         .filter_map(|o| {
             let (kind, body) = o.as_object()?.iter().next()?;
-            let name = if kind == "table" { &body["name"] } else { &body["table"] };
+            let name = if kind == "table" {
+                &body["name"]
+            } else {
+                &body["table"]
+            };
             (body["family"] == family && name == table).then(|| {
                 let mut body = body.clone();
                 body.as_object_mut()?.remove("handle");
@@ -107,8 +111,17 @@ fn cleanup_subcommand_removes_the_table() {
     ns.run(|| nft::install(&Nft::default(), &config(vec![], vec![22])).unwrap());
     let agent = env!("CARGO_BIN_EXE_hostmesh-agent");
     for _ in 0..2 {
-        let out = ns.run(|| std::process::Command::new(agent).arg("cleanup").output().unwrap());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = ns.run(|| {
+            std::process::Command::new(agent)
+                .arg("cleanup")
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ruleset = ns.run(|| Nft::default().list_ruleset_json().unwrap());
         assert!(table_in(&ruleset, "inet", "hostmesh").is_empty());
     }
@@ -120,7 +133,10 @@ fn accept(listener: &TcpListener) -> TcpStream {
     let socket = SockRef::from(listener);
     socket.set_read_timeout(Some(WAIT)).unwrap();
     let (stream, _) = listener.accept().unwrap_or_else(|e| {
-        panic!("no connection on {:?} within {WAIT:?}: {e}", listener.local_addr())
+        panic!(
+            "no connection on {:?} within {WAIT:?}: {e}",
+            listener.local_addr()
+        )
     });
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_write_timeout(Some(WAIT)).unwrap();
@@ -128,7 +144,9 @@ fn accept(listener: &TcpListener) -> TcpStream {
 }
 
 fn connect(socket: Socket, to: SocketAddr) -> TcpStream {
-    socket.connect_timeout(&to.into(), WAIT).unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    socket
+        .connect_timeout(&to.into(), WAIT)
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_write_timeout(Some(WAIT)).unwrap();
@@ -155,8 +173,11 @@ fn listen(addr: &str) -> TcpListener {
 fn outbound_connections_are_redirected_except_excluded_ones() {
     let lab = Lab::new("out");
     let outbound = lab.client.run(|| listen("0.0.0.0:15001"));
-    let (app, ssh) = lab.server.run(|| (listen("0.0.0.0:8080"), listen("0.0.0.0:22")));
-    lab.client.run(|| nft::install(&Nft::default(), &config(vec![], vec![22])).unwrap());
+    let (app, ssh) = lab
+        .server
+        .run(|| (listen("0.0.0.0:8080"), listen("0.0.0.0:22")));
+    lab.client
+        .run(|| nft::install(&Nft::default(), &config(vec![], vec![22])).unwrap());
     let app_addr: SocketAddr = format!("{SERVER_IP}:8080").parse().unwrap();
     let ssh_addr: SocketAddr = format!("{SERVER_IP}:22").parse().unwrap();
 
@@ -197,10 +218,14 @@ fn outbound_connections_are_redirected_except_excluded_ones() {
 #[test]
 fn inbound_connections_to_workload_ports_are_redirected() {
     let lab = Lab::new("in");
-    let (inbound, _workload) =
-        lab.client.run(|| (listen("0.0.0.0:15006"), listen("0.0.0.0:8080")));
-    lab.client.run(|| nft::install(&Nft::default(), &config(vec![8080], vec![22])).unwrap());
-    let workload: SocketAddr = format!("{}:8080", support::netns::CLIENT_IP).parse().unwrap();
+    let (inbound, _workload) = lab
+        .client
+        .run(|| (listen("0.0.0.0:15006"), listen("0.0.0.0:8080")));
+    lab.client
+        .run(|| nft::install(&Nft::default(), &config(vec![8080], vec![22])).unwrap());
+    let workload: SocketAddr = format!("{}:8080", support::netns::CLIENT_IP)
+        .parse()
+        .unwrap();
     let mut client = connect(lab.server.run(tcp_socket), workload);
     let mut captured = accept(&inbound);
     let original = SockRef::from(&captured).original_dst_v4().unwrap();
@@ -222,9 +247,18 @@ fn connections_established_before_install_keep_working() {
     // SYN rule keeps them from being redirected (host-lab pitfall 1).
     for round in 0..2 {
         let cfg = config(vec![], vec![22 + round]);
-        lab.client.run(|| nft::install(&Nft::default(), &cfg).unwrap());
-        carries(&mut client, &mut server, format!("after install {round}").as_bytes());
-        carries(&mut server, &mut client, format!("reply {round}").as_bytes());
+        lab.client
+            .run(|| nft::install(&Nft::default(), &cfg).unwrap());
+        carries(
+            &mut client,
+            &mut server,
+            format!("after install {round}").as_bytes(),
+        );
+        carries(
+            &mut server,
+            &mut client,
+            format!("reply {round}").as_bytes(),
+        );
     }
 
     // A new connection to the same place is redirected.

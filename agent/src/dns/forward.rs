@@ -34,7 +34,10 @@ pub enum ForwardError {
         source: io::Error,
     },
     #[error("upstream {upstream} answered with a message that does not parse: {reason}")]
-    BadAnswer { upstream: SocketAddr, reason: String },
+    BadAnswer {
+        upstream: SocketAddr,
+        reason: String,
+    },
     #[error("the query is too short to carry a DNS header")]
     ShortQuery,
 }

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::{Header, HeaderCounts, Message, MessageType, Metadata, OpCode};
 use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Header, HeaderCounts, Message, MessageType, Metadata, OpCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -53,11 +53,15 @@ impl MeshDnsHandler {
                 (target, ips, vec![cname])
             }
         };
-        records.extend(ips.iter().filter_map(|ip| match (ip, qtype) {
-            (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
-            (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
-            _ => None,
-        }).map(|rdata| Record::from_rdata(owner.clone(), MESH_TTL, rdata)));
+        records.extend(
+            ips.iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                    (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                    _ => None,
+                })
+                .map(|rdata| Record::from_rdata(owner.clone(), MESH_TTL, rdata)),
+        );
         Some(records)
     }
 
@@ -74,7 +78,7 @@ impl MeshDnsHandler {
                 return send_error(request, response, ResponseCode::ServFail).await;
             }
         };
-        let mut metadata = upstream.metadata.clone();
+        let mut metadata = upstream.metadata;
         metadata.id = request.metadata.id;
         metadata.message_type = MessageType::Response;
         let mut builder = MessageResponseBuilder::from_message_request(request);

@@ -49,7 +49,10 @@ pub struct DnsProxyConfig {
 impl Default for DnsProxyConfig {
     fn default() -> Self {
         Self {
-            listen: vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), crate::nft::DNS_PORT)],
+            listen: vec![SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                crate::nft::DNS_PORT,
+            )],
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             upstream_port: 53,
             upstream_timeout: Duration::from_secs(2),
@@ -110,10 +113,12 @@ impl DnsProxy {
         let mut server = Server::new(handler);
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
         for &addr in &config.listen {
-            let bind_error = |protocol| move |source| DnsError::Bind {
-                addr,
-                protocol,
-                source,
+            let bind_error = |protocol| {
+                move |source| DnsError::Bind {
+                    addr,
+                    protocol,
+                    source,
+                }
             };
             let socket = UdpSocket::bind(addr).await.map_err(bind_error("udp"))?;
             udp.push(socket.local_addr().map_err(bind_error("udp"))?);

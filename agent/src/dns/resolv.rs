@@ -83,18 +83,28 @@ mod tests {
         );
         assert_eq!(
             conf.nameservers,
-            ["10.0.0.2".parse::<IpAddr>().unwrap(), "fd00::53".parse().unwrap()]
+            [
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::53".parse().unwrap()
+            ]
         );
         let search: Vec<String> = conf.search.iter().map(ToString::to_string).collect();
         assert_eq!(
             search,
-            ["demo.svc.cluster.local.", "svc.cluster.local.", "cluster.local."]
+            [
+                "demo.svc.cluster.local.",
+                "svc.cluster.local.",
+                "cluster.local."
+            ]
         );
     }
 
     #[test]
     fn a_missing_file_is_an_error_naming_it() {
         let err = ResolvConf::read(Path::new("/nonexistent/resolv.conf")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/resolv.conf"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/resolv.conf"),
+            "{err}"
+        );
     }
 }

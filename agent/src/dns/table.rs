@@ -93,10 +93,10 @@ impl NameTable {
             return Some(MeshAnswer::Direct(ips));
         }
         for domain in search {
-            if let Some(target) = strip_suffix(&query, domain) {
-                if let Some(ips) = self.hosts.get(&target) {
-                    return Some(MeshAnswer::Alias { target, ips });
-                }
+            if let Some(target) = strip_suffix(&query, domain)
+                && let Some(ips) = self.hosts.get(&target)
+            {
+                return Some(MeshAnswer::Alias { target, ips });
             }
         }
         for domain in search {
@@ -138,7 +138,8 @@ fn strip_suffix(name: &Name, domain: &Name) -> Option<Name> {
     if labels <= usize::from(domain_labels) || !domain.zone_of(name) {
         return None;
     }
-    let mut prefix = Name::from_labels(name.iter().take(labels - usize::from(domain_labels))).ok()?;
+    let mut prefix =
+        Name::from_labels(name.iter().take(labels - usize::from(domain_labels))).ok()?;
     prefix.set_fqdn(true);
     Some(prefix)
 }
@@ -160,10 +161,14 @@ mod tests {
     }
 
     fn search() -> Vec<Name> {
-        ["demo.svc.cluster.local", "svc.cluster.local", "cluster.local"]
-            .iter()
-            .map(|d| fqdn(d).unwrap())
-            .collect()
+        [
+            "demo.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ]
+        .iter()
+        .map(|d| fqdn(d).unwrap())
+        .collect()
     }
 
     fn name(s: &str) -> Name {
@@ -174,16 +179,26 @@ mod tests {
     fn exact_names_match_in_any_case() {
         let t = table();
         let hit = t.resolve(&name("bill-service.DEMO.svc.cluster.local."), &search());
-        assert!(matches!(hit, Some(MeshAnswer::Direct(ips)) if ips.len() == 2), "{hit:?}");
+        assert!(
+            matches!(hit, Some(MeshAnswer::Direct(ips)) if ips.len() == 2),
+            "{hit:?}"
+        );
         assert!(t.resolve(&name("db.example.internal"), &[]).is_some());
     }
 
     #[test]
     fn short_names_complete_through_search_domains() {
         let t = table();
-        for short in ["bill-service.", "bill-service.demo.", "bill-service.demo.svc."] {
+        for short in [
+            "bill-service.",
+            "bill-service.demo.",
+            "bill-service.demo.svc.",
+        ] {
             let hit = t.resolve(&name(short), &search());
-            assert!(matches!(hit, Some(MeshAnswer::Direct(_))), "{short}: {hit:?}");
+            assert!(
+                matches!(hit, Some(MeshAnswer::Direct(_))),
+                "{short}: {hit:?}"
+            );
         }
         assert_eq!(t.resolve(&name("bill-service."), &[]), None);
     }

@@ -256,7 +256,11 @@ mod tests {
             ..InterceptionSpec::default()
         };
         let config = spec.validate().unwrap();
-        let nets: Vec<String> = config.excluded_cidrs.iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> = config
+            .excluded_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.0/24"]);
     }
 }

@@ -66,7 +66,10 @@ pub fn table_objects(config: &InterceptionConfig) -> Vec<NfListObject<'static>> 
     let inbound = inbound_rules(config);
     objects.push(NfListObject::Chain(nat_chain(OUTPUT, NfHook::Output)));
     if !inbound.is_empty() {
-        objects.push(NfListObject::Chain(nat_chain(PREROUTING, NfHook::Prerouting)));
+        objects.push(NfListObject::Chain(nat_chain(
+            PREROUTING,
+            NfHook::Prerouting,
+        )));
     }
     objects.extend(
         outbound_rules(config)
@@ -93,10 +96,16 @@ type Exprs = Vec<Statement<'static>>;
 fn outbound_rules(config: &InterceptionConfig) -> Vec<Exprs> {
     let mut rules = Vec::new();
     if let Some(uid) = config.skip_uid {
-        rules.push(vec![eq(meta(MetaKey::Skuid), Expression::Number(uid)), ret()]);
+        rules.push(vec![
+            eq(meta(MetaKey::Skuid), Expression::Number(uid)),
+            ret(),
+        ]);
     }
     if let Some(mark) = config.skip_mark {
-        rules.push(vec![eq(meta(MetaKey::Mark), Expression::Number(mark)), ret()]);
+        rules.push(vec![
+            eq(meta(MetaKey::Mark), Expression::Number(mark)),
+            ret(),
+        ]);
     }
     if config.dns_capture {
         rules.push(dns_redirect(config, "udp"));
@@ -106,7 +115,10 @@ fn outbound_rules(config: &InterceptionConfig) -> Vec<Exprs> {
     if config.dns_capture {
         rules.push(dns_redirect(config, "tcp"));
     }
-    rules.push(vec![eq(payload("ip", "daddr"), prefix("127.0.0.0", 8)), ret()]);
+    rules.push(vec![
+        eq(payload("ip", "daddr"), prefix("127.0.0.0", 8)),
+        ret(),
+    ]);
     rules.push(vec![eq(payload("ip6", "daddr"), text("::1")), ret()]);
     for server in &config.control_servers {
         rules.push(vec![
@@ -116,7 +128,10 @@ fn outbound_rules(config: &InterceptionConfig) -> Vec<Exprs> {
         ]);
     }
     if !config.excluded_ports.is_empty() {
-        let ports = config.excluded_ports.iter().map(|p| Expression::Number(u32::from(*p)));
+        let ports = config
+            .excluded_ports
+            .iter()
+            .map(|p| Expression::Number(u32::from(*p)));
         rules.push(vec![eq(payload("tcp", "dport"), one_or_set(ports)), ret()]);
     }
     for (proto, nets) in split_families(config.excluded_cidrs.iter()) {
@@ -136,7 +151,10 @@ fn inbound_rules(config: &InterceptionConfig) -> Vec<Exprs> {
     if config.inbound_ports.is_empty() {
         return Vec::new();
     }
-    let ports = config.inbound_ports.iter().map(|p| Expression::Number(u32::from(*p)));
+    let ports = config
+        .inbound_ports
+        .iter()
+        .map(|p| Expression::Number(u32::from(*p)));
     vec![
         not_first_syn(),
         vec![
@@ -234,10 +252,10 @@ fn prefix(addr: impl Into<String>, len: u32) -> Expression<'static> {
 /// nft prints a one-element anonymous set as the element itself.
 fn one_or_set(items: impl Iterator<Item = Expression<'static>>) -> Expression<'static> {
     let mut items: Vec<_> = items.collect();
-    if items.len() == 1 {
-        if let Some(only) = items.pop() {
-            return only;
-        }
+    if items.len() == 1
+        && let Some(only) = items.pop()
+    {
+        return only;
     }
     Expression::Named(NamedExpression::Set(
         items.into_iter().map(SetItem::Element).collect(),
@@ -249,10 +267,12 @@ fn meta(key: MetaKey) -> Expression<'static> {
 }
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: Cow::Borrowed(protocol),
-        field: Cow::Borrowed(field),
-    })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(field),
+        },
+    )))
 }
 
 fn text(s: impl Into<Cow<'static, str>>) -> Expression<'static> {

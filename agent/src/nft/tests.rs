@@ -71,5 +71,8 @@ fn replace_batch_is_add_delete_then_the_table() {
         .filter_map(|o| o.as_object()?.values().next()?.as_object()?.values().next())
         .filter_map(|inner| inner.get("table").or_else(|| inner.get("name")))
         .collect();
-    assert!(tables_touched.iter().all(|t| *t == "hostmesh"), "{tables_touched:?}");
+    assert!(
+        tables_touched.iter().all(|t| *t == "hostmesh"),
+        "{tables_touched:?}"
+    );
 }

@@ -21,10 +21,18 @@ pub fn query(name: &str, qtype: RecordType) -> Message {
 }
 
 /// One query over a connected UDP socket (as glibc sends them), from `bind`.
-pub async fn ask_udp(bind: SocketAddr, server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+pub async fn ask_udp(
+    bind: SocketAddr,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+) -> Message {
     let socket = UdpSocket::bind(bind).await.unwrap();
     socket.connect(server).await.unwrap();
-    socket.send(&query(name, qtype).to_vec().unwrap()).await.unwrap();
+    socket
+        .send(&query(name, qtype).to_vec().unwrap())
+        .await
+        .unwrap();
     let mut buf = vec![0; 65_535];
     let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
         .await
@@ -71,21 +79,37 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(bind: SocketAddr, answer: Ipv4Addr) -> Self {
-        let socket = UdpSocket::bind(bind).await.unwrap();
+        Self::serve(UdpSocket::bind(bind).await.unwrap(), answer)
+    }
+
+    /// Serves on a socket bound elsewhere (in another network namespace, say).
+    pub fn from_std(socket: std::net::UdpSocket, answer: Ipv4Addr) -> Self {
+        socket.set_nonblocking(true).unwrap();
+        Self::serve(UdpSocket::from_std(socket).unwrap(), answer)
+    }
+
+    fn serve(socket: UdpSocket, answer: Ipv4Addr) -> Self {
         let addr = socket.local_addr().unwrap();
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = asked.clone();
         tokio::spawn(async move {
             let mut buf = vec![0; 65_535];
             while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                let Ok(request) = Message::from_vec(&buf[..n]) else { continue };
-                let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+                let Ok(request) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut response =
+                    Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
                 response.metadata.recursion_available = true;
                 response.add_queries(request.queries.clone());
                 if let Some(q) = request.queries.first() {
                     log.lock().unwrap().push(q.name().to_string());
                     if q.query_type() == RecordType::A {
-                        response.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A(answer))));
+                        response.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::A(A(answer)),
+                        ));
                     }
                 }
                 let _ = socket.send_to(&response.to_vec().unwrap(), from).await;

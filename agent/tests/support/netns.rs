@@ -19,8 +19,14 @@ pub fn require_root_and_tools() {
         "the network-namespace tests need root (CI runs them as root); run them with sudo"
     );
     for tool in ["ip", "nft"] {
-        let found = Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
-        assert!(found, "`{tool}` is missing: install iproute2 and nftables (scripts/setup)");
+        let found = Command::new(tool)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "`{tool}` is missing: install iproute2 and nftables (scripts/setup)"
+        );
     }
 }
 
@@ -63,7 +69,12 @@ impl Netns {
                 .stdin(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-            child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
             assert!(child.wait().unwrap().success(), "nft refused:\n{script}");
         });
     }
@@ -87,7 +98,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let status = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        let status = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
         if !status.is_ok_and(|s| s.success()) {
             eprintln!("could not delete network namespace {}", self.name);
         }
@@ -113,20 +126,34 @@ impl Lab {
             server: Netns::new(&format!("{tag}s")),
         };
         lab.client.ip(&[
-            "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns",
+            "link",
+            "add",
+            "veth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth1",
+            "netns",
             lab.server.name(),
         ]);
-        for (ns, dev, ip) in [(&lab.client, "veth0", CLIENT_IP), (&lab.server, "veth1", SERVER_IP)] {
+        for (ns, dev, ip) in [
+            (&lab.client, "veth0", CLIENT_IP),
+            (&lab.server, "veth1", SERVER_IP),
+        ] {
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
             ns.ip(&["link", "set", dev, "up"]);
         }
-        lab.client.ip(&["route", "add", "default", "via", SERVER_IP]);
+        lab.client
+            .ip(&["route", "add", "default", "via", SERVER_IP]);
         lab
     }
 }
 
 fn run(command: &mut Command) {
-    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         out.status.success(),
         "{command:?} failed: {}",
