@@ -3,7 +3,8 @@
 //! Owns (as it grows): bootstrap from `/etc/hostmesh/agent.yaml`, the workload certificate and
 //! its rotation, the nftables table `inet hostmesh`, the DNS proxy, the last-good-config store
 //! under `/var/lib/hostmesh`, systemd notify and watchdog, and embedding `hostmesh-proxy`.
-//! Today it gets and renews the host's certificate (`hostmesh-agent certificate`).
+//! Today it gets and renews the host's certificate (`hostmesh-agent certificate`) and removes
+//! the interception table (`hostmesh-agent cleanup`).
 //!
 //! Must not contain proxy logic: traffic handling lives in `hostmesh-proxy`.
 
@@ -24,6 +25,15 @@ struct Cli {
 enum Command {
     /// Get this host's certificate (with the join token the first time), or renew it.
     Certificate(certificate::CertificateArgs),
+    /// Remove the agent's nftables table (`inet hostmesh`); succeeds when it is not there.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CleanupArgs {
+    /// The nft executable to run.
+    #[arg(long, default_value = "nft")]
+    nft: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +47,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Certificate(args) => certificate::run(args),
+        Command::Cleanup(args) => {
+            hostmesh_agent::nft::remove(&hostmesh_agent::nft::Nft::with_program(args.nft))
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
