@@ -10,6 +10,7 @@
 //! contents: it asks the [`Translator`] for resources and diffs them by version.
 
 pub mod resources;
+pub mod server;
 pub mod translate;
 
 pub use resources::{NodeInfo, Resource, ResourceSet, Translator, type_url};
