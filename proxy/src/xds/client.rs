@@ -411,7 +411,12 @@ fn log_result(ty: ResourceType, version: &str, result: &Result<Applied, Rejectio
             tracing::info!(type_url = ty.type_url(), version, "xDS applied")
         }
         Ok(Applied::Pending(missing)) => {
-            tracing::info!(type_url = ty.type_url(), version, ?missing, "xDS accepted; waiting for the rest")
+            tracing::info!(
+                type_url = ty.type_url(),
+                version,
+                ?missing,
+                "xDS accepted; waiting for the rest"
+            )
         }
         Err(reasons) => {
             tracing::warn!(type_url = ty.type_url(), version, %reasons, "xDS rejected; keeping the previous config")

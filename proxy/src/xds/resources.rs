@@ -119,7 +119,9 @@ impl Resources {
         any: &Any,
     ) -> Result<String, String> {
         match ty {
-            ResourceType::Cluster => put(&mut self.clusters, name, |c| c.name.clone(), version, any),
+            ResourceType::Cluster => {
+                put(&mut self.clusters, name, |c| c.name.clone(), version, any)
+            }
             ResourceType::Endpoint => put(
                 &mut self.endpoints,
                 name,
@@ -161,7 +163,9 @@ impl Resources {
     /// Name → version of every resource of `ty` (a delta client's `initial_resource_versions`).
     pub fn versions(&self, ty: ResourceType) -> HashMap<String, String> {
         fn of<T>(m: &BTreeMap<String, Versioned<T>>) -> HashMap<String, String> {
-            m.iter().map(|(n, v)| (n.clone(), v.version.clone())).collect()
+            m.iter()
+                .map(|(n, v)| (n.clone(), v.version.clone()))
+                .collect()
         }
         match ty {
             ResourceType::Cluster => of(&self.clusters),

@@ -229,7 +229,9 @@ fn protocol_options(c: &mut Cluster, p: &mut Problems<'_>) -> bool {
                 Some(ProtocolConfig::HttpProtocolOptions(h1)) => {
                     p.leftover(&format!("{at}.http_protocol_options"), &h1);
                 }
-                _ => p.add(format!("{at}: only explicit HTTP/1.1 or HTTP/2 is supported")),
+                _ => p.add(format!(
+                    "{at}: only explicit HTTP/1.1 or HTTP/2 is supported"
+                )),
             },
             _ => p.add(format!(
                 "{at}: upstream_protocol_options must be explicit HTTP/1.1 or HTTP/2"
@@ -278,7 +280,9 @@ fn endpoints(
                     socket_addr(ep.address.as_ref(), &at, p)
                 }
                 _ => {
-                    p.add(format!("{at}: only an endpoint with an address is supported"));
+                    p.add(format!(
+                        "{at}: only an endpoint with an address is supported"
+                    ));
                     None
                 }
             };

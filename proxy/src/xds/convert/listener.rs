@@ -20,13 +20,13 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use prost::Name;
 
 use super::super::wire::{Problems, unpack};
@@ -89,12 +89,21 @@ pub fn convert(l: &Listener, trust_domain: &str, p: &mut Problems<'_>, out: &mut
     l.listener_filters_timeout = None;
     l.metadata = None;
     l.stat_prefix.clear();
-    for (i, f) in std::mem::take(&mut l.listener_filters).into_iter().enumerate() {
+    for (i, f) in std::mem::take(&mut l.listener_filters)
+        .into_iter()
+        .enumerate()
+    {
         let known = LISTENER_FILTERS.contains(&f.name.as_str())
-            && matches!(f.config_type, None | Some(listener_filter::ConfigType::TypedConfig(_)))
+            && matches!(
+                f.config_type,
+                None | Some(listener_filter::ConfigType::TypedConfig(_))
+            )
             && f.filter_disabled.is_none();
         if !known {
-            p.add(format!("listener_filters[{i}] {:?} is not supported", f.name));
+            p.add(format!(
+                "listener_filters[{i}] {:?} is not supported",
+                f.name
+            ));
         }
     }
     let chains = std::mem::take(&mut l.filter_chains);
@@ -208,7 +217,9 @@ fn chain_of(
             }
         }
         if !ranges.is_empty() {
-            p.add(format!("{at}: prefix_ranges on an inbound chain is not supported"));
+            p.add(format!(
+                "{at}: prefix_ranges on an inbound chain is not supported"
+            ));
             return;
         }
         out.inbound.push(InboundChain {
@@ -231,7 +242,10 @@ fn chain_of(
         }
         out.outbound.push(OutboundChain {
             name,
-            addresses: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+            addresses: ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
             target,
         });
     }
@@ -277,7 +291,10 @@ fn one_filter(filters: Vec<Filter>, at: &str, p: &mut Problems<'_>) -> Option<Ta
             }
         }
     } else {
-        p.add(format!("{at}: network filter {} is not supported", any.type_url));
+        p.add(format!(
+            "{at}: network filter {} is not supported",
+            any.type_url
+        ));
         None
     }
 }
@@ -294,7 +311,10 @@ fn http(mut hcm: HttpConnectionManager, at: &str, p: &mut Problems<'_>) -> Optio
     for f in std::mem::take(&mut hcm.http_filters) {
         let router = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == Router::type_url());
         if !router {
-            p.add(format!("{at}: http_filters {:?} is not supported (only the router)", f.name));
+            p.add(format!(
+                "{at}: http_filters {:?} is not supported (only the router)",
+                f.name
+            ));
         }
     }
     let target = match hcm.route_specifier.take() {
@@ -343,7 +363,9 @@ pub fn inbound_ports(
                 continue;
             }
         };
-        let same = chains.windows(2).all(|w| same_target(&w[0].target, &w[1].target));
+        let same = chains
+            .windows(2)
+            .all(|w| same_target(&w[0].target, &w[1].target));
         if !same {
             p.add(format!(
                 "port {port}: the mutual TLS and plaintext chains send to different places"

@@ -87,10 +87,7 @@ pub fn convert(res: &Resources, ctx: &Context) -> Result<Converted, Rejections> 
     let inbound = build.inbound(&listeners, &inbound_listener, &mut out);
     let referenced = build.referenced;
 
-    let names = name_table::convert(
-        res.name_tables.iter().map(|(n, v)| (n, &*v.body)),
-        &mut out,
-    );
+    let names = name_table::convert(res.name_tables.iter().map(|(n, v)| (n, &*v.body)), &mut out);
     if !out.is_empty() {
         return Err(Rejections(out));
     }
@@ -102,7 +99,11 @@ pub fn convert(res: &Resources, ctx: &Context) -> Result<Converted, Rejections> 
         })
         .collect();
     let known: BTreeSet<String> = specs.iter().map(|c| c.name.clone()).collect();
-    specs.extend(referenced.difference(&known).map(|name| empty_cluster(name)));
+    specs.extend(
+        referenced
+            .difference(&known)
+            .map(|name| empty_cluster(name)),
+    );
     Ok(Converted {
         spec: ConfigSpec {
             version: String::new(),

@@ -130,14 +130,12 @@ fn header(mut h: HeaderMatcher, at: &str, p: &mut Problems<'_>) -> Option<Header
         Some(HeaderMatchSpecifier::PrefixMatch(v)) => Some(HeaderValueSpec::Prefix(v)),
         Some(HeaderMatchSpecifier::SafeRegexMatch(re)) => Some(HeaderValueSpec::Regex(re.regex)),
         Some(HeaderMatchSpecifier::PresentMatch(true)) => Some(HeaderValueSpec::Present),
-        Some(HeaderMatchSpecifier::StringMatch(sm)) if !sm.ignore_case => {
-            match sm.match_pattern {
-                Some(MatchPattern::Exact(v)) => Some(HeaderValueSpec::Exact(v)),
-                Some(MatchPattern::Prefix(v)) => Some(HeaderValueSpec::Prefix(v)),
-                Some(MatchPattern::SafeRegex(re)) => Some(HeaderValueSpec::Regex(re.regex)),
-                _ => None,
-            }
-        }
+        Some(HeaderMatchSpecifier::StringMatch(sm)) if !sm.ignore_case => match sm.match_pattern {
+            Some(MatchPattern::Exact(v)) => Some(HeaderValueSpec::Exact(v)),
+            Some(MatchPattern::Prefix(v)) => Some(HeaderValueSpec::Prefix(v)),
+            Some(MatchPattern::SafeRegex(re)) => Some(HeaderValueSpec::Regex(re.regex)),
+            _ => None,
+        },
         _ => None,
     };
     p.leftover(&at, &h);

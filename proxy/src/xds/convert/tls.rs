@@ -147,7 +147,13 @@ fn common_context(
     let at = format!("{at}.common_tls_context");
     let before = p.count();
     for secret in std::mem::take(&mut c.tls_certificate_sds_secret_configs) {
-        sds(&secret, SDS_CERTIFICATE, "tls_certificate_sds_secret_configs", &at, p);
+        sds(
+            &secret,
+            SDS_CERTIFICATE,
+            "tls_certificate_sds_secret_configs",
+            &at,
+            p,
+        );
     }
     let offered = std::mem::take(&mut c.alpn_protocols);
     if !alpn.iter().any(|list| list.iter().eq(offered.iter())) {
@@ -162,11 +168,23 @@ fn common_context(
             sans = validation(v, &at, p, matcher);
         }
         Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
-            sds(&s, SDS_ROOTS, "validation_context_sds_secret_config", &at, p);
+            sds(
+                &s,
+                SDS_ROOTS,
+                "validation_context_sds_secret_config",
+                &at,
+                p,
+            );
         }
         Some(ValidationContextType::CombinedValidationContext(mut combined)) => {
             if let Some(s) = combined.validation_context_sds_secret_config.take() {
-                sds(&s, SDS_ROOTS, "validation_context_sds_secret_config", &at, p);
+                sds(
+                    &s,
+                    SDS_ROOTS,
+                    "validation_context_sds_secret_config",
+                    &at,
+                    p,
+                );
             }
             if let Some(v) = combined.default_validation_context.take() {
                 sans = validation(v, &at, p, matcher);
