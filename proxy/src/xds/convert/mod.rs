@@ -92,8 +92,8 @@ pub fn convert(res: &Resources, ctx: &Context) -> Result<Converted, Rejections> 
         return Err(Rejections(out));
     }
     let mut specs: Vec<ClusterSpec> = clusters
-        .into_iter()
-        .filter_map(|(_, c)| match c {
+        .into_values()
+        .filter_map(|c| match c {
             cluster::Converted::Endpoints(spec) => Some(spec),
             cluster::Converted::OriginalDst => None,
         })
