@@ -4,7 +4,8 @@
 //! listeners ([`outbound`], [`inbound`]), HTTP/1.1, HTTP/2, gRPC, WebSocket and TCP proxying,
 //! Istio-compatible mutual TLS between hosts ([`tls`]), upstream connections and pools
 //! ([`pool`]; load balancing lives with the clusters in [`config`]), counters ([`metrics`]) and
-//! graceful shutdown ([`drain`]). The xDS client that fills the config is still to come.
+//! graceful shutdown ([`drain`]), and the ADS client that fills the config from the control
+//! server's Envoy resources ([`xds`]).
 //!
 //! Must not depend on `hostmesh-registry`: it knows the mesh only through xDS.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod pool;
 pub mod tls;
+pub mod xds;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

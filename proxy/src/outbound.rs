@@ -123,10 +123,12 @@ async fn tcp_to_cluster(
     cluster: &Cluster,
 ) -> Result<(), UpstreamError> {
     let peer = tcp.peer_addr().ok();
-    let picked = cluster.pick();
+    let Some(picked) = cluster.pick() else {
+        return Err(UpstreamError::NoEndpoint(cluster.name().to_owned()));
+    };
     let addr = picked.endpoint().address();
     let upstream = connect_tcp(addr, proxy.settings.pool.mark, cluster.connect_timeout()).await?;
-    match cluster.tls() {
+    match picked.endpoint().tls() {
         UpstreamTls::Plaintext => copy(tcp, upstream, peer, addr).await,
         UpstreamTls::Mtls { expected } => {
             let (tls, _) = proxy
@@ -174,8 +176,11 @@ async fn route_request(
         return error_response(StatusCode::NOT_FOUND, "no route");
     };
     let cluster = route.clusters().pick();
-    let picked = cluster.pick();
-    let codec = if service.protocol().is_h2() {
+    let Some(picked) = cluster.pick() else {
+        tracing::debug!(%dst, cluster = cluster.name(), "no endpoint");
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+    let codec = if service.protocol().is_h2() || cluster.http2() {
         Codec::Http2
     } else {
         Codec::Http1
@@ -184,7 +189,7 @@ async fn route_request(
         pool: &proxy.pool,
         key: PoolKey {
             addr: picked.endpoint().address(),
-            tls: cluster.tls().clone(),
+            tls: picked.endpoint().tls().clone(),
             codec,
         },
         connect_timeout: cluster.connect_timeout(),

@@ -41,6 +41,8 @@ pub enum UpstreamError {
     },
     #[error("{addr} agreed to opaque TCP where HTTP was asked for")]
     NotHttp { addr: SocketAddr },
+    #[error("cluster {0:?} has no endpoints")]
+    NoEndpoint(String),
 }
 
 /// Opens a TCP connection to `addr`, with `mark` set as SO_MARK when given (so the host's

@@ -96,18 +96,38 @@ pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
 
 fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster> {
     let before = problems.0.len();
-    if c.endpoints.is_empty() {
-        problems.add(at, "has no endpoints");
-    }
+    let tls = upstream_tls(&c.tls, at, problems);
+    let mut endpoints = Vec::with_capacity(c.endpoints.len());
     for (i, e) in c.endpoints.iter().enumerate() {
+        let at = format!("{at} endpoint {i} ({})", e.address);
         if e.weight == 0 {
-            problems.add(format!("{at} endpoint {i} ({})", e.address), "weight is 0");
+            problems.add(&at, "weight is 0");
         }
         if e.address.port() == 0 {
-            problems.add(format!("{at} endpoint {i} ({})", e.address), "port is 0");
+            problems.add(&at, "port is 0");
         }
+        let tls = match &e.tls {
+            Some(spec) => upstream_tls(spec, &at, problems),
+            None => tls.clone(),
+        };
+        endpoints.push(Endpoint::new(e.address, e.weight, e.labels.clone(), tls));
     }
-    let tls = match &c.tls {
+    if problems.0.len() != before {
+        return None;
+    }
+    let timeout = c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    Some(Cluster::new(
+        c.name.clone(),
+        endpoints,
+        c.lb,
+        tls,
+        timeout,
+        c.http2,
+    ))
+}
+
+fn upstream_tls(spec: &UpstreamTlsSpec, at: &str, problems: &mut Problems) -> UpstreamTls {
+    match spec {
         UpstreamTlsSpec::Plaintext => UpstreamTls::Plaintext,
         UpstreamTlsSpec::Mtls {
             expected_identities,
@@ -128,17 +148,7 @@ fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster
                 expected: ids.into(),
             }
         }
-    };
-    if problems.0.len() != before {
-        return None;
     }
-    let endpoints = c
-        .endpoints
-        .iter()
-        .map(|e| Endpoint::new(e.address, e.weight, e.labels.clone()))
-        .collect();
-    let timeout = c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    Some(Cluster::new(c.name.clone(), endpoints, c.lb, tls, timeout))
 }
 
 fn service(

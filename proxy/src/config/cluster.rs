@@ -27,17 +27,29 @@ pub struct Endpoint {
     address: SocketAddr,
     weight: u32,
     labels: BTreeMap<String, String>,
+    tls: UpstreamTls,
     in_flight: AtomicUsize,
 }
 
 impl Endpoint {
-    pub(crate) fn new(address: SocketAddr, weight: u32, labels: BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(
+        address: SocketAddr,
+        weight: u32,
+        labels: BTreeMap<String, String>,
+        tls: UpstreamTls,
+    ) -> Self {
         Self {
             address,
             weight,
             labels,
+            tls,
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// How connections to this endpoint are secured (the cluster's unless it overrides it).
+    pub fn tls(&self) -> &UpstreamTls {
+        &self.tls
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -58,7 +70,8 @@ impl Endpoint {
     }
 }
 
-/// A cluster with at least one endpoint and a total weight above zero.
+/// A cluster: its endpoints (possibly none, Envoy's "no healthy upstream"), each with a weight
+/// above zero.
 #[derive(Debug)]
 pub struct Cluster {
     name: String,
@@ -68,6 +81,7 @@ pub struct Cluster {
     lb: LbPolicy,
     tls: UpstreamTls,
     connect_timeout: Duration,
+    http2: bool,
     next: AtomicU64,
 }
 
@@ -94,6 +108,7 @@ impl Cluster {
         lb: LbPolicy,
         tls: UpstreamTls,
         connect_timeout: Duration,
+        http2: bool,
     ) -> Self {
         let mut total = 0u64;
         let cumulative = endpoints
@@ -110,6 +125,7 @@ impl Cluster {
             lb,
             tls,
             connect_timeout,
+            http2,
             next: AtomicU64::new(0),
         }
     }
@@ -134,6 +150,11 @@ impl Cluster {
         self.connect_timeout
     }
 
+    /// The endpoints speak HTTP/2 whatever the service's protocol.
+    pub fn http2(&self) -> bool {
+        self.http2
+    }
+
     fn total_weight(&self) -> u64 {
         self.cumulative.last().copied().unwrap_or(0).max(1)
     }
@@ -142,12 +163,16 @@ impl Cluster {
     fn by_ticket(&self, ticket: u64) -> &Arc<Endpoint> {
         let t = ticket % self.total_weight();
         let i = self.cumulative.partition_point(|&c| c <= t);
-        // `build` guarantees at least one endpoint; `i` is in range because t < total.
+        // `pick` checked that there is an endpoint; `i` is in range because t < total.
         &self.endpoints[i.min(self.endpoints.len() - 1)]
     }
 
-    /// Chooses an endpoint for one request by the cluster's policy.
-    pub fn pick(&self) -> Picked {
+    /// Chooses an endpoint for one request by the cluster's policy; `None` when the cluster
+    /// has no endpoints.
+    pub fn pick(&self) -> Option<Picked> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
         let chosen = match self.lb {
             LbPolicy::RoundRobin => self.by_ticket(self.next.fetch_add(1, Ordering::Relaxed)),
             LbPolicy::Random => self.by_ticket(rand::rng().random()),
@@ -161,7 +186,7 @@ impl Cluster {
             }
         };
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Picked(chosen.clone())
+        Some(Picked(chosen.clone()))
     }
 }
 
@@ -184,6 +209,7 @@ mod tests {
                     format!("10.0.0.{}:80", i + 1).parse().unwrap(),
                     *w,
                     BTreeMap::new(),
+                    UpstreamTls::Plaintext,
                 )
             })
             .collect();
@@ -193,13 +219,14 @@ mod tests {
             lb,
             UpstreamTls::Plaintext,
             Duration::from_secs(1),
+            false,
         )
     }
 
     fn counts(c: &Cluster, n: usize) -> Vec<usize> {
         let mut counts = vec![0; c.endpoints().len()];
         for _ in 0..n {
-            let p = c.pick();
+            let p = c.pick().unwrap();
             let i = c
                 .endpoints()
                 .iter()
@@ -228,7 +255,7 @@ mod tests {
     fn least_request_avoids_the_busy_endpoint() {
         let c = cluster(LbPolicy::LeastRequest, &[1, 1]);
         let busy: Vec<_> = (0..50)
-            .map(|_| c.pick())
+            .map(|_| c.pick().unwrap())
             .filter(|p| p.endpoint().address() == c.endpoints()[0].address())
             .collect();
         assert!(!busy.is_empty());
@@ -237,5 +264,10 @@ mod tests {
         assert!(picks[1] > picks[0], "{picks:?}");
         drop(busy);
         assert_eq!(c.endpoints()[0].in_flight(), 0);
+    }
+
+    #[test]
+    fn an_empty_cluster_picks_nothing() {
+        assert!(cluster(LbPolicy::RoundRobin, &[]).pick().is_none());
     }
 }

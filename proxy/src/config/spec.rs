@@ -23,11 +23,17 @@ pub struct ConfigSpec {
 pub struct ClusterSpec {
     /// Istio-style name, e.g. `outbound|9999|v1|bill-service.demo.svc.cluster.local`.
     pub name: String,
+    /// May be empty (Envoy's "no healthy upstream"): HTTP requests routed to the cluster are
+    /// answered 503, TCP connections are closed.
     pub endpoints: Vec<EndpointSpec>,
     pub lb: LbPolicy,
+    /// How to secure connections to endpoints that do not set their own.
     pub tls: UpstreamTlsSpec,
     /// How long a new upstream connection (TCP + TLS) may take; 10 s when unset.
     pub connect_timeout: Option<Duration>,
+    /// The endpoints speak HTTP/2 (prior knowledge or ALPN `h2`) whatever the protocol of the
+    /// service that routes to them (Envoy's `HttpProtocolOptions` with HTTP/2).
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +42,8 @@ pub struct EndpointSpec {
     /// Relative load-balancing weight, at least 1.
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
+    /// Overrides the cluster's TLS for this endpoint (Envoy's `transport_socket_matches`).
+    pub tls: Option<UpstreamTlsSpec>,
 }
 
 /// How the proxy talks to a cluster's endpoints.

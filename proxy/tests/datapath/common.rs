@@ -121,6 +121,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
                 address: *a,
                 weight: 1,
                 labels: BTreeMap::new(),
+                tls: None,
             })
             .collect(),
         lb: LbPolicy::RoundRobin,
@@ -128,6 +129,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
             expected_identities: expected.iter().map(|s| s.to_string()).collect(),
         },
         connect_timeout: Some(Duration::from_secs(5)),
+        http2: false,
     }
 }
 
