@@ -3,5 +3,8 @@
 //! hosts (v1, v2) and a `front` host, each proxy configured only by its own ADS client.
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
+mod control;
 mod mesh;
 mod scenarios;
+mod tap;
+mod world;

@@ -1,4 +1,4 @@
-//! The test mesh: CA, control server, proxies with ADS clients, tiny HTTP apps.
+//! The test mesh: proxies with ADS clients, tiny HTTP apps.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -10,29 +10,22 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::LbPolicy};
 use envoy_types::util::pack_any;
-use hostmesh_ca::server::{HANDSHAKE_TIMEOUT, control_identity, serving_certificate, tls_incoming};
-use hostmesh_ca::store::{self, InitOptions};
-use hostmesh_ca::tls::{
-    CertificateSlot, SpiffeClientVerifier, TrustBundle, certified_key, server_config,
-};
-use hostmesh_ca::{CaPaths, CertificateAuthority};
-use hostmesh_proxy::drain::{self, DrainTrigger};
+use hostmesh_ca::server::control_identity;
+use hostmesh_proxy::drain;
 use hostmesh_proxy::tls::MeshTls;
 use hostmesh_proxy::xds::{AdsClient, ClientSettings, NodeIdentity, XdsHandles};
 use hostmesh_proxy::{ConfigHandle, Proxy, Settings};
 use hostmesh_registry::model::validate::Context;
 use hostmesh_registry::model::{Snapshot, TrustDomain};
 use hostmesh_registry::sources::static_files::parse_file;
-use hostmesh_registry::xds::server::{AdsServer, NodeStatus};
-use hostmesh_registry::xds::{
-    MeshTranslator, NodeInfo, Resource, ResourceSet, Translator, TranslatorConfig,
-};
+use hostmesh_registry::xds::{MeshTranslator, NodeInfo, Resource, ResourceSet, Translator};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+
+pub use crate::control::Control;
 
 /// A bound on every wait.
 pub const BOUND: Duration = Duration::from_secs(20);
@@ -40,7 +33,7 @@ pub const BOUND: Duration = Duration::from_secs(20);
 /// The real translator, plus (when switched on) a cluster the proxy must refuse.
 #[derive(Debug, Default)]
 pub struct Injecting {
-    inner: MeshTranslator,
+    pub(crate) inner: MeshTranslator,
     pub maglev: AtomicBool,
 }
 
@@ -86,67 +79,7 @@ pub fn snapshot(version: u64, yaml: &str) -> Snapshot {
     )
 }
 
-/// The CA and the control server.
-pub struct Control {
-    _dir: tempfile::TempDir,
-    pub ca: Arc<CertificateAuthority>,
-    pub bundle: TrustBundle,
-    pub addr: SocketAddr,
-    pub ads: AdsServer,
-    pub translator: Arc<Injecting>,
-    pub snapshots: watch::Sender<Snapshot>,
-    drains: std::sync::Mutex<Vec<DrainTrigger>>,
-}
-
 impl Control {
-    pub async fn start(first: Snapshot) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = CaPaths::new(dir.path().join("ca"));
-        store::init(&paths, &InitOptions::default(), None).unwrap();
-        let ca = Arc::new(CertificateAuthority::load(&paths, None).unwrap());
-        let bundle = TrustBundle::new(ca.trust_domain().clone(), ca.roots()).unwrap();
-        let slot = serving_certificate(ca.clone(), vec![], Duration::from_secs(3600)).unwrap();
-        let verifier = SpiffeClientVerifier::new(bundle.clone(), false);
-        let tls = server_config(slot, verifier, &[b"h2"]).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tls_incoming(listener, Arc::new(tls).into(), HANDSHAKE_TIMEOUT);
-        let (snapshots, rx) = watch::channel(first);
-        let translator = Arc::new(Injecting {
-            inner: MeshTranslator::new(TranslatorConfig::default()),
-            maglev: AtomicBool::new(false),
-        });
-        let ads = AdsServer::start(translator.clone(), rx);
-        let service = ads.service();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        });
-        Self {
-            _dir: dir,
-            ca,
-            bundle,
-            addr,
-            ads,
-            translator,
-            snapshots,
-            drains: Default::default(),
-        }
-    }
-
-    pub fn slot(&self, identity: &str) -> Arc<CertificateSlot> {
-        let issued = self
-            .ca
-            .issue_with_new_key(&identity.parse().unwrap(), &[], Duration::from_secs(3600))
-            .unwrap();
-        let key =
-            certified_key(issued.chain.to_pem().as_bytes(), issued.key_pem.as_bytes()).unwrap();
-        CertificateSlot::new(key)
-    }
-
     /// A proxy for a host at `ip` named `name` in `demo`; [`Control::start_xds`] gives it its
     /// ADS client.
     pub fn host(&self, ip: IpAddr, name: &str, service_account: &str) -> Host {
@@ -188,17 +121,6 @@ impl Control {
         host.xds = Some(xds);
     }
 
-    /// Publishes `snapshot` and waits (bounded) until the server has translated it.
-    pub async fn publish(&self, snapshot: Snapshot) {
-        let before = self.ads.generation();
-        self.snapshots.send_replace(snapshot);
-        let deadline = tokio::time::Instant::now() + BOUND;
-        while self.ads.generation() == before {
-            assert!(tokio::time::Instant::now() < deadline, "no new generation");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     pub async fn outbound(&self, host: &Host, addr: SocketAddr) -> SocketAddr {
         let outbound = host.proxy.outbound(addr).await.unwrap();
         let bound = outbound.local_addr().unwrap();
@@ -217,22 +139,6 @@ impl Control {
         let (trigger, watcher) = drain::channel();
         self.drains.lock().unwrap().push(trigger);
         watcher
-    }
-
-    /// Waits (bounded) until the server's status table satisfies `check`.
-    pub async fn wait_status(&self, what: &str, check: impl Fn(&[NodeStatus]) -> bool) {
-        let mut changes = self.ads.status_changes();
-        let waited = tokio::time::timeout(BOUND, async {
-            loop {
-                changes.borrow_and_update();
-                if check(&self.ads.status()) {
-                    return;
-                }
-                changes.changed().await.unwrap();
-            }
-        })
-        .await;
-        assert!(waited.is_ok(), "{what}: status is {:#?}", self.ads.status());
     }
 }
 
@@ -253,13 +159,32 @@ impl Host {
 
 /// An HTTP/1.1 app on 127.0.0.1 that answers with `x-app: NAME`.
 pub async fn app(name: &'static str) -> SocketAddr {
+    app_with(name, None).await
+}
+
+/// Holds the app's answers to `/slow`: each arrival is reported, the answer waits for
+/// `release` to turn `true`.
+#[derive(Clone)]
+pub struct Hold {
+    pub arrived: tokio::sync::mpsc::Sender<()>,
+    pub release: tokio::sync::watch::Receiver<bool>,
+}
+
+/// [`app`], with `/slow` held by `hold`.
+pub async fn app_with(name: &'static str, hold: Option<Hold>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            let hold = hold.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let hold = hold.clone();
+                    async move {
+                        if let (Some(mut hold), "/slow") = (hold, req.uri().path()) {
+                            hold.arrived.send(()).await.unwrap();
+                            hold.release.wait_for(|r| *r).await.unwrap();
+                        }
                         let xfcc = req.headers().contains_key("x-forwarded-client-cert");
                         let response = Response::builder()
                             .header("x-app", name)
@@ -267,7 +192,8 @@ pub async fn app(name: &'static str) -> SocketAddr {
                             .body(Full::new(Bytes::from_static(b"ok")))
                             .unwrap();
                         Ok::<_, Infallible>(response)
-                    });
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
@@ -292,7 +218,12 @@ impl Client {
 
     /// GET / for bill-service; the status and the answering app.
     pub async fn get(&mut self) -> (StatusCode, String, String) {
-        let req = Request::get("/")
+        self.get_path("/").await
+    }
+
+    /// GET `path` for bill-service; the status, the answering app and whether it saw XFCC.
+    pub async fn get_path(&mut self, path: &str) -> (StatusCode, String, String) {
+        let req = Request::get(path)
             .header("host", "bill-service.demo.svc.cluster.local")
             .body(Full::new(Bytes::new()))
             .unwrap();
