@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
 mod control;
+mod control_plane;
 mod mesh;
 mod scenarios;
 mod tap;
