@@ -100,12 +100,7 @@ impl Control {
         };
         let sockets = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel(16);
-        let accept = tokio::spawn(accept(
-            listener,
-            self.acceptor.clone(),
-            tx,
-            sockets.clone(),
-        ));
+        let accept = tokio::spawn(accept(listener, self.acceptor.clone(), tx, sockets.clone()));
         let serve = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(tap)

@@ -47,12 +47,14 @@ async fn a_server_without_delta_gets_state_of_the_world_and_traffic_flows() {
         "each proxy tried delta first"
     );
     let sent = tap.sent();
-    assert!(sent[type_url::CLUSTER] > 0 && sent[type_url::ENDPOINT] > 0, "{sent:?}");
+    assert!(
+        sent[type_url::CLUSTER] > 0 && sent[type_url::ENDPOINT] > 0,
+        "{sent:?}"
+    );
 }
 
 #[tokio::test]
-async fn traffic_survives_the_control_server_going_away_and_a_restart_resumes_without_a_resend()
-{
+async fn traffic_survives_the_control_server_going_away_and_a_restart_resumes_without_a_resend() {
     let mut world = World::new((50, 50)).await;
     world
         .control
@@ -61,7 +63,10 @@ async fn traffic_survives_the_control_server_going_away_and_a_restart_resumes_wi
 
     world.control.stop().await;
     let (v1, v2) = world.count(200).await;
-    assert!(v1 > 0 && v2 > 0, "still 50/50 on the config in place: {v1}/{v2}");
+    assert!(
+        v1 > 0 && v2 > 0,
+        "still 50/50 on the config in place: {v1}/{v2}"
+    );
 
     world.control.restart().await;
     world
@@ -72,7 +77,12 @@ async fn traffic_survives_the_control_server_going_away_and_a_restart_resumes_wi
         .await;
     // The clients said what they hold (`initial_resource_versions`): nothing is sent again.
     let resent: usize = world.control.tap().sent().values().sum();
-    assert_eq!(resent, 0, "resources sent again: {:?}", world.control.tap().sent());
+    assert_eq!(
+        resent,
+        0,
+        "resources sent again: {:?}",
+        world.control.tap().sent()
+    );
 
     // A change after the restart reaches the proxies, and only the change is sent.
     world.publish((100, 0)).await;
@@ -182,7 +192,10 @@ async fn a_request_in_flight_across_a_config_swap_completes_where_it_started() {
     let mut slow = Client::connect(world.vip).await;
     let in_flight = tokio::spawn(async move { slow.get_path("/slow").await });
     let reached = tokio::time::timeout(BOUND, arrived.recv()).await;
-    assert!(matches!(reached, Ok(Some(()))), "the slow request never reached v1");
+    assert!(
+        matches!(reached, Ok(Some(()))),
+        "the slow request never reached v1"
+    );
 
     // Everything moves to v2 while v1 still holds its answer.
     world.publish((0, 100)).await;
@@ -193,5 +206,8 @@ async fn a_request_in_flight_across_a_config_swap_completes_where_it_started() {
         .await
         .expect("the request in flight completed")
         .unwrap();
-    assert_eq!((status.as_u16(), app.as_str(), xfcc.as_str()), (200, "v1", "yes"));
+    assert_eq!(
+        (status.as_u16(), app.as_str(), xfcc.as_str()),
+        (200, "v1", "yes")
+    );
 }

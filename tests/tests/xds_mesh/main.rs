@@ -5,6 +5,7 @@
 
 mod control;
 mod control_plane;
+mod grpc;
 mod mesh;
 mod scenarios;
 mod tap;

@@ -122,7 +122,6 @@ pub struct World {
     pub front: Host,
     pub bills: Vec<Host>,
     pub vip: SocketAddr,
-    pub block: u8,
     protocol: Protocol,
     inbounds: (SocketAddr, SocketAddr),
     version: u64,
@@ -167,7 +166,6 @@ impl World {
             front,
             bills,
             vip,
-            block,
             protocol: setup.protocol,
             inbounds: (inbounds[0], inbounds[1]),
             version: 1,
@@ -233,5 +231,4 @@ impl World {
     pub async fn until_only_v1(&self, n: usize) {
         self.until(n, (n, 0)).await;
     }
-
 }
