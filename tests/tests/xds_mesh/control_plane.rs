@@ -62,6 +62,13 @@ async fn traffic_survives_the_control_server_going_away_and_a_restart_resumes_wi
         .await;
 
     world.control.stop().await;
+    for host in std::iter::once(&world.front).chain(&world.bills) {
+        let xds = host.xds.as_ref().unwrap();
+        assert!(
+            *xds.ready.borrow(),
+            "a proxy stays ready while the server is away"
+        );
+    }
     let (v1, v2) = world.count(200).await;
     assert!(
         v1 > 0 && v2 > 0,
