@@ -3,13 +3,13 @@
 //! the same namespace), plus every config object, under one version. Cheap to clone: the
 //! contents sit behind an `Arc`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::config::{
-    Address, AuthorizationPolicy, ConfigObject, DestinationRule, Gateway, MeshLocation, ObjectKey,
-    PeerAuthentication, Resolution, ServiceEntry, ServicePort, VirtualService, Workload,
-    WorkloadGroup,
+    Address, AuthorizationPolicy, ConfigObject, DestinationRule, Gateway, Kind, MeshLocation,
+    ObjectKey, PeerAuthentication, Resolution, ServiceEntry, ServicePort, VirtualService, Workload,
+    WorkloadEntry, WorkloadGroup,
 };
 use super::types::{
     Hostname, Identity, Labels, Locality, Namespace, Network, PortNumber, ServiceAccount,
@@ -65,6 +65,12 @@ struct Inner {
     version: u64,
     services: Vec<Service>,
     objects: BTreeMap<ObjectKey, ConfigObject>,
+    /// The first key of each kind present: keys sort by kind first, so the objects of one
+    /// kind are one range of `objects`.
+    kind_starts: BTreeMap<Kind, ObjectKey>,
+    /// Endpoints, as (service index, endpoint index), by address and by origin object.
+    endpoints_by_address: HashMap<Address, Vec<(usize, usize)>>,
+    endpoints_by_origin: HashMap<ObjectKey, Vec<(usize, usize)>>,
 }
 
 /// An immutable, versioned view of the mesh. Clone it freely.
@@ -81,17 +87,39 @@ impl Snapshot {
     ) -> Snapshot {
         let objects: BTreeMap<ObjectKey, ConfigObject> =
             objects.into_iter().map(|o| (o.key(), o)).collect();
+        let mut kind_starts = BTreeMap::new();
+        for key in objects.keys() {
+            kind_starts.entry(key.kind).or_insert_with(|| key.clone());
+        }
+        let selectable = WorkloadIndex::new(&objects);
         let mut services = Vec::new();
         for object in objects.values() {
             if let ConfigObject::ServiceEntry(se) = object {
-                services.extend(services_of(se, &objects, trust_domain));
+                services.extend(services_of(se, &selectable, trust_domain));
             }
         }
         services.sort_by(|a, b| (&a.hostname, &a.namespace).cmp(&(&b.hostname, &b.namespace)));
+        let mut endpoints_by_address: HashMap<Address, Vec<(usize, usize)>> = HashMap::new();
+        let mut endpoints_by_origin: HashMap<ObjectKey, Vec<(usize, usize)>> = HashMap::new();
+        for (si, service) in services.iter().enumerate() {
+            for (ei, e) in service.endpoints.iter().enumerate() {
+                endpoints_by_address
+                    .entry(e.address.clone())
+                    .or_default()
+                    .push((si, ei));
+                endpoints_by_origin
+                    .entry(e.origin.clone())
+                    .or_default()
+                    .push((si, ei));
+            }
+        }
         Snapshot(Arc::new(Inner {
             version,
             services,
             objects,
+            kind_starts,
+            endpoints_by_address,
+            endpoints_by_origin,
         }))
     }
 
@@ -121,52 +149,146 @@ impl Snapshot {
         self.0.objects.values()
     }
 
-    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
-        self.objects().filter_map(|o| match o {
-            ConfigObject::VirtualService(v) => Some(v),
-            _ => None,
+    /// The objects of one kind, in key order, without walking the others.
+    pub fn objects_of(&self, kind: Kind) -> impl Iterator<Item = &ConfigObject> {
+        self.0
+            .kind_starts
+            .get(&kind)
+            .into_iter()
+            .flat_map(move |start| {
+                self.0
+                    .objects
+                    .range(start..)
+                    .take_while(move |(key, _)| key.kind == kind)
+                    .map(|(_, o)| o)
+            })
+    }
+
+    /// The endpoints (with their service) at one address.
+    pub fn endpoints_at(&self, address: &Address) -> impl Iterator<Item = (&Service, &Endpoint)> {
+        self.indexed(self.0.endpoints_by_address.get(address))
+    }
+
+    /// The endpoints (with their service) made from one object.
+    pub fn endpoints_from(
+        &self,
+        origin: &ObjectKey,
+    ) -> impl Iterator<Item = (&Service, &Endpoint)> {
+        self.indexed(self.0.endpoints_by_origin.get(origin))
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        at: Option<&'a Vec<(usize, usize)>>,
+    ) -> impl Iterator<Item = (&'a Service, &'a Endpoint)> + 'a {
+        at.into_iter().flatten().filter_map(|&(si, ei)| {
+            let service = self.0.services.get(si)?;
+            Some((service, service.endpoints.get(ei)?))
         })
+    }
+
+    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
+        self.objects_of(Kind::VirtualService)
+            .filter_map(|o| match o {
+                ConfigObject::VirtualService(v) => Some(v),
+                _ => None,
+            })
     }
 
     pub fn destination_rules(&self) -> impl Iterator<Item = &DestinationRule> {
-        self.objects().filter_map(|o| match o {
-            ConfigObject::DestinationRule(v) => Some(v),
-            _ => None,
-        })
+        self.objects_of(Kind::DestinationRule)
+            .filter_map(|o| match o {
+                ConfigObject::DestinationRule(v) => Some(v),
+                _ => None,
+            })
     }
 
     pub fn gateways(&self) -> impl Iterator<Item = &Gateway> {
-        self.objects().filter_map(|o| match o {
+        self.objects_of(Kind::Gateway).filter_map(|o| match o {
             ConfigObject::Gateway(v) => Some(v),
             _ => None,
         })
     }
 
     pub fn workload_groups(&self) -> impl Iterator<Item = &WorkloadGroup> {
-        self.objects().filter_map(|o| match o {
-            ConfigObject::WorkloadGroup(v) => Some(v),
-            _ => None,
-        })
+        self.objects_of(Kind::WorkloadGroup)
+            .filter_map(|o| match o {
+                ConfigObject::WorkloadGroup(v) => Some(v),
+                _ => None,
+            })
     }
 
     pub fn peer_authentications(&self) -> impl Iterator<Item = &PeerAuthentication> {
-        self.objects().filter_map(|o| match o {
-            ConfigObject::PeerAuthentication(v) => Some(v),
-            _ => None,
-        })
+        self.objects_of(Kind::PeerAuthentication)
+            .filter_map(|o| match o {
+                ConfigObject::PeerAuthentication(v) => Some(v),
+                _ => None,
+            })
     }
 
     pub fn authorization_policies(&self) -> impl Iterator<Item = &AuthorizationPolicy> {
-        self.objects().filter_map(|o| match o {
-            ConfigObject::AuthorizationPolicy(v) => Some(v),
-            _ => None,
-        })
+        self.objects_of(Kind::AuthorizationPolicy)
+            .filter_map(|o| match o {
+                ConfigObject::AuthorizationPolicy(v) => Some(v),
+                _ => None,
+            })
+    }
+}
+
+/// WorkloadEntries by namespace and by each of their labels, so that a `workloadSelector`
+/// looks only at the entries that carry its first label.
+struct WorkloadIndex<'a> {
+    by_namespace: HashMap<&'a Namespace, Vec<Selectable<'a>>>,
+    by_label: HashMap<(&'a Namespace, &'a str, &'a str), Vec<Selectable<'a>>>,
+}
+
+/// A WorkloadEntry and its key.
+type Selectable<'a> = (&'a WorkloadEntry, &'a ObjectKey);
+
+impl<'a> WorkloadIndex<'a> {
+    fn new(objects: &'a BTreeMap<ObjectKey, ConfigObject>) -> Self {
+        let mut index = Self {
+            by_namespace: HashMap::new(),
+            by_label: HashMap::new(),
+        };
+        for (key, object) in objects {
+            let ConfigObject::WorkloadEntry(we) = object else {
+                continue;
+            };
+            let ns = &we.meta.namespace;
+            index.by_namespace.entry(ns).or_default().push((we, key));
+            for (k, v) in we.workload.labels.iter() {
+                index
+                    .by_label
+                    .entry((ns, k, v))
+                    .or_default()
+                    .push((we, key));
+            }
+        }
+        index
+    }
+
+    /// The entries of `namespace` that `selector` selects, in key order.
+    fn select<'s>(
+        &'s self,
+        namespace: &'a Namespace,
+        selector: &'s Labels,
+    ) -> impl Iterator<Item = (&'a WorkloadEntry, &'a ObjectKey)> + 's {
+        let candidates = match selector.iter().next() {
+            Some((k, v)) => self.by_label.get(&(namespace, k, v)),
+            None => self.by_namespace.get(namespace),
+        };
+        candidates
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |(we, _)| selector.selects(&we.workload.labels))
     }
 }
 
 fn services_of(
     se: &ServiceEntry,
-    objects: &BTreeMap<ObjectKey, ConfigObject>,
+    selectable: &WorkloadIndex<'_>,
     trust_domain: &TrustDomain,
 ) -> Vec<Service> {
     let origin = ObjectKey {
@@ -177,13 +299,8 @@ fn services_of(
     let mut workloads: Vec<(&Workload, ObjectKey)> =
         se.endpoints.iter().map(|w| (w, origin.clone())).collect();
     if let Some(selector) = &se.workload_selector {
-        for (key, object) in objects {
-            if let ConfigObject::WorkloadEntry(we) = object
-                && we.meta.namespace == se.meta.namespace
-                && selector.selects(&we.workload.labels)
-            {
-                workloads.push((&we.workload, key.clone()));
-            }
+        for (we, key) in selectable.select(&se.meta.namespace, selector) {
+            workloads.push((&we.workload, key.clone()));
         }
     }
     let mut endpoints = Vec::new();

@@ -100,9 +100,30 @@ impl StaticSource {
     /// is left as it was and the error returned.
     pub fn reload(&mut self) -> Result<StaticView, SourceError> {
         let files = read_dir(&self.dir)?;
+        Ok(self.load(&files))
+    }
+
+    /// Like [`StaticSource::reload`], but `None` when no file was added, removed or changed
+    /// since the last load (a watcher sees several events for one edit).
+    pub fn reload_if_changed(&mut self) -> Result<Option<StaticView>, SourceError> {
+        let files = read_dir(&self.dir)?;
+        let unchanged = files.len() == self.parsed.len()
+            && files
+                .iter()
+                .all(|f| match (&f.text, self.parsed.get(&f.path)) {
+                    (Ok(text), Some((old, _))) => text == old,
+                    _ => false,
+                });
+        if unchanged && self.version > 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.load(&files)))
+    }
+
+    fn load(&mut self, files: &[FileContents]) -> StaticView {
         let mut parsed = HashMap::with_capacity(files.len());
         let (ctx, previous) = (&self.ctx, &mut self.parsed);
-        let outcome = load_with(&files, &self.state, |path, text| {
+        let outcome = load_with(files, &self.state, |path, text| {
             let result = match previous.remove(path) {
                 Some((old, result)) if old == text => result,
                 _ => parse_file(path, text, ctx),
@@ -136,10 +157,10 @@ impl StaticSource {
             errors = outcome.errors.len(),
             "static registry loaded"
         );
-        Ok(StaticView {
+        StaticView {
             snapshot,
             errors: outcome.errors.into(),
-        })
+        }
     }
 
     /// Loads the folder once, then watches it. The first view is in the channel when this
@@ -172,10 +193,11 @@ impl StaticSource {
                     }
                 }
             }
-            match self.reload() {
-                Ok(view) => {
+            match self.reload_if_changed() {
+                Ok(Some(view)) => {
                     tx.send_replace(view);
                 }
+                Ok(None) => tracing::debug!("registry folder event without a change"),
                 Err(e) => tracing::warn!(error = %e, "keeping the previous static registry"),
             }
         })

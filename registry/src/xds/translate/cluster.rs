@@ -31,6 +31,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use envoy_types::util::pack_any;
 
+use super::TranslatorConfig;
 use super::endpoint::{dns_load_assignment, local_load_assignment};
 use super::names::{
     self, BLACKHOLE_CLUSTER, HTTP_PROTOCOL_OPTIONS, PASSTHROUGH_CLUSTER, TLS_MODE_ISTIO,
@@ -257,13 +258,13 @@ pub fn blackhole(view: &View<'_>) -> Cluster {
 }
 
 /// `inbound|PORT||`: the workload's port on 127.0.0.1, plaintext.
-pub fn inbound(view: &View<'_>, port: PortNumber, protocol: Protocol) -> Cluster {
+pub fn inbound(config: &TranslatorConfig, port: PortNumber, protocol: Protocol) -> Cluster {
     let name = names::inbound_cluster(port);
     let mut c = Cluster {
         load_assignment: Some(local_load_assignment(&name, port)),
         name,
         cluster_discovery_type: discovery(DiscoveryType::Static),
-        connect_timeout: Some(duration(view.config.connect_timeout)),
+        connect_timeout: Some(duration(config.connect_timeout)),
         ..Default::default()
     };
     if is_http2(protocol) {

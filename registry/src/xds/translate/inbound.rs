@@ -26,6 +26,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::util::pack_any;
 
+use super::TranslatorConfig;
 use super::cluster;
 use super::filters::{http_inline, tcp_proxy};
 use super::names::{self, BLACKHOLE_CLUSTER, INBOUND_LISTENER, INBOUND_PORT, TLS_INSPECTOR};
@@ -33,8 +34,9 @@ use super::policy::peer_authentication_mode;
 use super::proto::{bool_value, socket_address, u32_value};
 use super::route::default_route;
 use super::tls::downstream_mtls;
-use super::view::View;
+use crate::model::Snapshot;
 use crate::model::config::{Address, ConfigObject, Kind, MtlsMode, ObjectKey};
+use crate::model::types::ObjectName;
 use crate::model::{Labels, Namespace, PortNumber, Protocol};
 use crate::xds::NodeInfo;
 
@@ -46,33 +48,42 @@ struct NodeWorkload {
     ports: BTreeMap<PortNumber, Protocol>,
 }
 
-fn node_workload(view: &View<'_>, node: &NodeInfo) -> NodeWorkload {
+fn node_workload(snapshot: &Snapshot, node: &NodeInfo) -> NodeWorkload {
     let node_ip = node.ip.map(Address::Ip);
-    let mut keys = BTreeSet::new();
-    let mut first: Option<(Namespace, Labels)> = None;
-    for object in view.snapshot.objects() {
-        let ConfigObject::WorkloadEntry(we) = object else {
-            continue;
+    // The node's WorkloadEntries: those at its address, and the one named by WORKLOAD_NAME.
+    let mut keys: BTreeSet<ObjectKey> = node_ip
+        .iter()
+        .flat_map(|ip| snapshot.endpoints_at(ip))
+        .filter(|(_, e)| e.origin.kind == Kind::WorkloadEntry)
+        .map(|(_, e)| e.origin.clone())
+        .collect();
+    if let (Some(name), Ok(namespace)) = (&node.workload_name, Namespace::new(node.namespace()))
+        && let Ok(name) = ObjectName::new(name)
+    {
+        let key = ObjectKey {
+            kind: Kind::WorkloadEntry,
+            namespace,
+            name,
         };
-        let by_ip = node_ip.is_some() && we.workload.address == node_ip;
-        let by_name = node.workload_name.as_deref() == Some(we.meta.name.as_str())
-            && we.meta.namespace.as_str() == node.namespace();
-        if by_ip || by_name {
-            keys.insert(object.key());
-            first.get_or_insert_with(|| (we.meta.namespace.clone(), we.workload.labels.clone()));
+        if snapshot.object(&key).is_some() {
+            keys.insert(key);
         }
     }
+    let first = keys.iter().find_map(|key| match snapshot.object(key) {
+        Some(ConfigObject::WorkloadEntry(we)) => {
+            Some((we.meta.namespace.clone(), we.workload.labels.clone()))
+        }
+        _ => None,
+    });
     let mut ports = BTreeMap::new();
-    for service in view.snapshot.services() {
-        for e in &service.endpoints {
-            let inline_here =
-                e.origin.kind == Kind::ServiceEntry && node_ip.as_ref() == Some(&e.address);
-            if !(keys.contains::<ObjectKey>(&e.origin) || inline_here) {
-                continue;
-            }
-            if let Some(sp) = service.ports.iter().find(|p| p.number == e.service_port) {
-                ports.entry(e.port).or_insert(sp.protocol);
-            }
+    let from_entries = keys.iter().flat_map(|key| snapshot.endpoints_from(key));
+    let inline_here = node_ip
+        .iter()
+        .flat_map(|ip| snapshot.endpoints_at(ip))
+        .filter(|(_, e)| e.origin.kind == Kind::ServiceEntry);
+    for (service, e) in from_entries.chain(inline_here) {
+        if let Some(sp) = service.ports.iter().find(|p| p.number == e.service_port) {
+            ports.entry(e.port).or_insert(sp.protocol);
         }
     }
     let (namespace, labels) = first.unwrap_or_else(|| {
@@ -89,17 +100,23 @@ fn node_workload(view: &View<'_>, node: &NodeInfo) -> NodeWorkload {
 }
 
 /// The inbound listener and clusters of a node.
-pub fn build(view: &View<'_>, node: &NodeInfo) -> (Listener, Vec<Cluster>) {
-    let workload = node_workload(view, node);
+/// Needs only the snapshot and settings, not a [`super::view::View`]: it runs once per node
+/// per generation, so it must not redo the whole-mesh work (VIP allocation).
+pub fn build(
+    snapshot: &Snapshot,
+    config: &TranslatorConfig,
+    node: &NodeInfo,
+) -> (Listener, Vec<Cluster>) {
+    let workload = node_workload(snapshot, node);
     let mut chains = Vec::new();
     let mut clusters = Vec::new();
     for (&port, &protocol) in workload.ports.iter().filter(|(_, p)| **p != Protocol::Udp) {
         let mode = peer_authentication_mode(
-            view.snapshot,
+            snapshot,
             &workload.namespace,
             &workload.labels,
             port,
-            &view.config.root_namespace,
+            &config.root_namespace,
         );
         let cluster_name = names::inbound_cluster(port);
         let filter = inbound_filter(port, protocol, &cluster_name);
@@ -110,7 +127,7 @@ pub fn build(view: &View<'_>, node: &NodeInfo) -> (Listener, Vec<Cluster>) {
                 ..Default::default()
             }),
             filters: vec![filter.clone()],
-            transport_socket: tls.then(|| downstream_mtls(&view.config.trust_domain)),
+            transport_socket: tls.then(|| downstream_mtls(&config.trust_domain)),
             name: format!("{cluster_name}{suffix}"),
             ..Default::default()
         };
@@ -122,7 +139,7 @@ pub fn build(view: &View<'_>, node: &NodeInfo) -> (Listener, Vec<Cluster>) {
             MtlsMode::Disable => chains.push(chain("plaintext", "", false)),
             MtlsMode::Strict | MtlsMode::Unset => {}
         }
-        clusters.push(cluster::inbound(view, port, protocol));
+        clusters.push(cluster::inbound(config, port, protocol));
     }
     let listener = Listener {
         name: INBOUND_LISTENER.to_owned(),

@@ -134,8 +134,7 @@ impl Translator for MeshTranslator {
     }
 
     fn for_node(&self, snapshot: &Snapshot, node: &NodeInfo) -> ResourceSet {
-        let view = View::new(snapshot, &self.config);
-        let (listener, clusters) = inbound::build(&view, node);
+        let (listener, clusters) = inbound::build(snapshot, &self.config, node);
         let mut set = ResourceSet::new();
         set.insert(Resource::new(listener.name.clone(), pack_any(listener)));
         for c in clusters {

@@ -2,7 +2,7 @@
 //! addresses clients use to reach them (declared or allocated), and which routing objects
 //! apply to a host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
 use super::TranslatorConfig;
@@ -19,6 +19,7 @@ pub struct View<'a> {
     pub services: Vec<&'a Service>,
     /// Allocated addresses of services that declare none (see [`vip`]).
     pub vips: BTreeMap<String, Ipv4Addr>,
+    by_host: HashMap<&'a str, &'a Service>,
 }
 
 impl<'a> View<'a> {
@@ -37,19 +38,18 @@ impl<'a> View<'a> {
                 .filter(|s| needs_vip(s))
                 .map(|s| s.hostname.as_str()),
         );
+        let by_host = services.iter().map(|s| (s.hostname.as_str(), *s)).collect();
         Self {
             snapshot,
             config,
             services,
             vips,
+            by_host,
         }
     }
 
     pub fn service(&self, host: &str) -> Option<&'a Service> {
-        self.services
-            .iter()
-            .copied()
-            .find(|s| s.hostname.as_str() == host)
+        self.by_host.get(host).copied()
     }
 
     /// The addresses clients dial for the service: its declared addresses (IPs or CIDR
