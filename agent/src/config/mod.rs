@@ -20,6 +20,8 @@ use std::time::Duration;
 use hostmesh_ca::{SpiffeId, TrustDomain};
 use ipnet::IpNet;
 
+pub use validate::interception_spec;
+
 /// Where the agent looks for its settings unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/hostmesh/agent.yaml";
 

@@ -280,7 +280,7 @@ fn between_keys(config: &AgentConfig, errors: &mut Vec<String>) {
 }
 
 /// The nftables settings of `config`, with the control server's resolved addresses.
-pub(crate) fn interception_spec(
+pub fn interception_spec(
     config: &AgentConfig,
     control_servers: Vec<SocketAddr>,
 ) -> InterceptionSpec {
