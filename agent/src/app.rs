@@ -355,8 +355,11 @@ async fn persist(
     source: watch::Sender<&'static str>,
 ) {
     // Only what came from the control server is written (a restored set is on disk already).
-    applied.borrow_and_update();
-    names.borrow_and_update();
+    let fresh = *source.borrow() == "control server";
+    if !fresh {
+        applied.borrow_and_update();
+        names.borrow_and_update();
+    }
     loop {
         tokio::select! {
             changed = applied.changed() => {
