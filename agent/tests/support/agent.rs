@@ -39,11 +39,25 @@ impl Drop for Agent {
 impl Agent {
     /// Starts `hostmesh-agent run --config CONFIG` with `NOTIFY_SOCKET` at `dir/notify-N`.
     pub fn start(config: &Path, dir: &Path) -> Self {
+        Self::start_in(None, config, dir)
+    }
+
+    /// Like [`Agent::start`], inside the network namespace `netns` when given.
+    pub fn start_in(netns: Option<&str>, config: &Path, dir: &Path) -> Self {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let socket: PathBuf = dir.join(format!("notify-{n}"));
         let notify = UnixDatagram::bind(&socket).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hostmesh-agent"))
+        let bin = env!("CARGO_BIN_EXE_hostmesh-agent");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)

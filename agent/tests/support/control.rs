@@ -68,11 +68,23 @@ pub struct Control {
 
 impl Control {
     pub async fn start(pki: &Pki, registry_yaml: &str, cert_ttl: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(listener, pki, registry_yaml, cert_ttl).await
+    }
+
+    /// Serves on `listener` (which may have been made in another network namespace).
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        pki: &Pki,
+        registry_yaml: &str,
+        cert_ttl: Duration,
+    ) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let ca = pki.ca.clone();
         let bundle = TrustBundle::new(ca.trust_domain().clone(), ca.roots()).unwrap();
         let slot = serving_certificate(ca.clone(), vec![], Duration::from_secs(3600)).unwrap();
         let tls = server_config(slot, SpiffeClientVerifier::new(bundle, false), &[b"h2"]).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let incoming = tls_incoming(listener, Arc::new(tls).into(), HANDSHAKE_TIMEOUT);
         let (_snapshots, rx) = watch::channel(snapshot(registry_yaml));
