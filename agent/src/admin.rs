@@ -132,7 +132,9 @@ fn config_dump(view: &AgentView) -> Value {
                 .body
                 .virtual_hosts
                 .iter()
-                .map(|vh| json!({"name": vh.name, "domains": vh.domains, "routes": vh.routes.len()}))
+                .map(
+                    |vh| json!({"name": vh.name, "domains": vh.domains, "routes": vh.routes.len()}),
+                )
                 .collect();
             json!({ "name": name, "version": rc.version, "virtualHosts": hosts })
         })

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use hostmesh_ca::SpiffeId;
 use hostmesh_ca::client::CaEndpoint;
+use hostmesh_ca::identity::IdentityError;
 use hostmesh_ca::server::{CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT};
 use hostmesh_ca::tls::{ExpectedServer, TlsError, TrustBundle};
 use hostmesh_ca::workload::WorkloadError;
-use hostmesh_ca::SpiffeId;
-use hostmesh_ca::identity::IdentityError;
 use hostmesh_proxy::drain::{self, DrainTrigger, DrainWatcher};
 use hostmesh_proxy::tls::MeshTls;
 use hostmesh_proxy::xds::{AdsClient, ClientSettings, MeshNames, NodeIdentity, XdsHandles};
@@ -118,7 +118,11 @@ pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     let certificate = keeper.subscribe();
     tracing::info!(id = %config.identity, serial = %certificate.borrow().serial, not_after = %humantime::format_rfc3339_seconds(certificate.borrow().not_after), "identity ready");
 
-    let mark = config.interception.enabled.then_some(config.interception.mark).flatten();
+    let mark = config
+        .interception
+        .enabled
+        .then_some(config.interception.mark)
+        .flatten();
     let tls = MeshTls::new(keeper.slot(), bundle.clone(), Duration::from_secs(10))
         .map_err(AppError::Tls)?;
     let settings = Settings {
@@ -144,7 +148,12 @@ pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     let store = Store::new(&config.state_dir);
     let (xds, source) = first_config(&config, client, proxy.config(), &store, &notifier).await;
     let (source_tx, source_rx) = watch::channel(source);
-    tokio::spawn(persist(store.clone(), xds.applied.clone(), xds.names.clone(), source_tx));
+    tokio::spawn(persist(
+        store.clone(),
+        xds.applied.clone(),
+        xds.names.clone(),
+        source_tx,
+    ));
 
     // Listeners: proxy, then admin and health.
     let (drain_trigger, drain_watcher) = drain::channel();
@@ -211,7 +220,15 @@ pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     };
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
-    shutdown(&notifier, drain_trigger, drain_watcher, interception, dns, xds).await;
+    shutdown(
+        &notifier,
+        drain_trigger,
+        drain_watcher,
+        interception,
+        dns,
+        xds,
+    )
+    .await;
     outcome
 }
 
@@ -248,7 +265,9 @@ async fn resolve_control(config: &AgentConfig, notifier: &Notifier) -> SocketAdd
         match tokio::net::lookup_host(&target).await.map(|mut a| a.next()) {
             Ok(Some(addr)) => return addr,
             Ok(None) => {}
-            Err(error) if !announced => tracing::warn!(%error, control = %target, "cannot resolve the control server"),
+            Err(error) if !announced => {
+                tracing::warn!(%error, control = %target, "cannot resolve the control server")
+            }
             Err(_) => {}
         }
         if !announced {
@@ -403,10 +422,20 @@ async fn serve_pages(
         .map_err(bind("health", health_addr))?;
     let v = view.clone();
     let admin = Arc::new(move |req: &crate::http::Request<'_>| admin::admin(&v, req));
-    tokio::spawn(crate::http::serve("admin", admin_listener, admin, drain.clone()));
+    tokio::spawn(crate::http::serve(
+        "admin",
+        admin_listener,
+        admin,
+        drain.clone(),
+    ));
     let v = view.clone();
     let health = Arc::new(move |req: &crate::http::Request<'_>| admin::health(&v, req));
-    tokio::spawn(crate::http::serve("health", health_listener, health, drain.clone()));
+    tokio::spawn(crate::http::serve(
+        "health",
+        health_listener,
+        health,
+        drain.clone(),
+    ));
     Ok(())
 }
 
@@ -453,7 +482,11 @@ async fn start_dns(
     let dns_config = DnsProxyConfig {
         listen: vec![config.dns.listen],
         resolv_conf: config.dns.resolv_conf.clone(),
-        mark: config.interception.enabled.then_some(config.interception.mark).flatten(),
+        mark: config
+            .interception
+            .enabled
+            .then_some(config.interception.mark)
+            .flatten(),
         ..DnsProxyConfig::default()
     };
     let proxy = DnsProxy::start(&dns_config, table.clone()).await?;
@@ -468,7 +501,12 @@ async fn start_dns(
 }
 
 fn mesh_table(names: &MeshNames) -> NameTable {
-    table_of(names.names.iter().map(|(n, info)| (n.clone(), info.ips.clone())))
+    table_of(
+        names
+            .names
+            .iter()
+            .map(|(n, info)| (n.clone(), info.ips.clone())),
+    )
 }
 
 /// A table of every valid name; an invalid one is left out with a warning.
@@ -508,8 +546,12 @@ async fn shutdown(
     if let Some((nft, _)) = interception {
         match tokio::task::spawn_blocking(move || nft::remove(&nft)).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "could not remove the interception table; run `hostmesh-agent cleanup`"),
-            Err(error) => tracing::error!(%error, "could not remove the interception table; run `hostmesh-agent cleanup`"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not remove the interception table; run `hostmesh-agent cleanup`")
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not remove the interception table; run `hostmesh-agent cleanup`")
+            }
         }
     }
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hostmesh_proxy::drain::DrainWatcher;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
-use hostmesh_proxy::drain::DrainWatcher;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -56,8 +56,12 @@ pub fn json(value: &serde_json::Value) -> Response<Body> {
 }
 
 /// Serves `handler` on `listener` until `drain` is signalled.
-pub async fn serve<H>(name: &'static str, listener: TcpListener, handler: Arc<H>, mut drain: DrainWatcher)
-where
+pub async fn serve<H>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut drain: DrainWatcher,
+) where
     H: Fn(&Request<'_>) -> Response<Body> + Send + Sync + 'static,
 {
     let local: Option<SocketAddr> = listener.local_addr().ok();

@@ -112,8 +112,12 @@ impl Liveness {
             let (nft, config) = (nft.clone(), config.clone());
             match tokio::task::spawn_blocking(move || nft::install(&nft, &config)).await {
                 Ok(Ok(())) => tracing::info!("interception table installed again"),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not install the interception table again"),
-                Err(e) => tracing::error!(error = %e, "could not install the interception table again"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not install the interception table again")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not install the interception table again")
+                }
             }
         }
     }

@@ -47,10 +47,7 @@ impl LogControl {
     }
 
     pub fn current(&self) -> String {
-        self.current
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default()
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
     }
 }
 

@@ -17,7 +17,12 @@ use support::control::{Control, Pki};
 
 /// A loopback address of this test process (`127.3.<pid>.<host>`).
 fn ip(host: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 3, (std::process::id() % 251) as u8, host))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        3,
+        (std::process::id() % 251) as u8,
+        host,
+    ))
 }
 
 /// An HTTP/1.1 app on 127.0.0.1 that answers every request with `x-app: bill`.
@@ -167,15 +172,25 @@ async fn a_host_joins_serves_and_restarts_from_its_last_good_config() {
     // First start: join token → certificate → config → ready.
     let mut agent = Agent::start(&config, host.dir.path());
     let ready = agent.wait_notification("READY=1").await;
-    assert!(ready.contains("STATUS=ready: serving the config from the control server"), "{ready}");
     assert!(
-        agent.notifications.iter().any(|n| n.contains("STATUS=obtaining this host's certificate")),
+        ready.contains("STATUS=ready: serving the config from the control server"),
+        "{ready}"
+    );
+    assert!(
+        agent
+            .notifications
+            .iter()
+            .any(|n| n.contains("STATUS=obtaining this host's certificate")),
         "{:?}",
         agent.notifications
     );
     assert_eq!(health(&host, "/healthz/ready").0, 200);
     let (status, body) = through_mesh(&host);
-    assert_eq!((status, body.as_str()), (200, "from app"), "outbound → mTLS → inbound → app");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "from app"),
+        "outbound → mTLS → inbound → app"
+    );
 
     // The pages.
     let (status, dump) = get(host.admin, "/config_dump", "localhost");
@@ -184,18 +199,29 @@ async fn a_host_joins_serves_and_restarts_from_its_last_good_config() {
     assert_eq!(dump["source"], "control server");
     let clusters = dump["clusters"].to_string();
     assert!(clusters.contains("outbound|"), "{clusters}");
-    assert!(clusters.contains("bill-service.demo.svc.cluster.local"), "{clusters}");
-    assert!(dump["names"]["bill-service.demo.svc.cluster.local"].is_array(), "{dump}");
+    assert!(
+        clusters.contains("bill-service.demo.svc.cluster.local"),
+        "{clusters}"
+    );
+    assert!(
+        dump["names"]["bill-service.demo.svc.cluster.local"].is_array(),
+        "{dump}"
+    );
     let (_, certs) = get(host.admin, "/certs", "localhost");
     let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
     assert_eq!(certs["identity"], "spiffe://cluster.local/ns/demo/sa/bill");
     let left = certs["secondsUntilExpiry"].as_u64().unwrap();
     assert!((3000..=3600).contains(&left), "{certs}");
     let (_, clusters) = get(host.admin, "/clusters", "localhost");
-    assert!(clusters.contains(&format!("::{}::health_flags::healthy", host.workload(n))), "{clusters}");
+    assert!(
+        clusters.contains(&format!("::{}::health_flags::healthy", host.workload(n))),
+        "{clusters}"
+    );
     let (_, stats) = health(&host, "/stats/prometheus");
     assert!(
-        stats.contains("hostmesh_proxy_requests_total{direction=\"Outbound\",response_code=\"200\"} 1"),
+        stats.contains(
+            "hostmesh_proxy_requests_total{direction=\"Outbound\",response_code=\"200\"} 1"
+        ),
         "{stats}"
     );
     let (status, said) = request(host.admin, "POST", "/logging?level=debug", "localhost");
@@ -203,11 +229,21 @@ async fn a_host_joins_serves_and_restarts_from_its_last_good_config() {
 
     // The state directory holds the certificate, the config and the name table.
     let state = host.path("state");
-    for file in ["key.pem", "cert-chain.pem", "xds-resources.pb", "dns-names.json"] {
-        eventually(&format!("{file} stored"), || state.join(file).exists().then_some(()));
+    for file in [
+        "key.pem",
+        "cert-chain.pem",
+        "xds-resources.pb",
+        "dns-names.json",
+    ] {
+        eventually(&format!("{file} stored"), || {
+            state.join(file).exists().then_some(())
+        });
     }
     let names = std::fs::read_to_string(state.join("dns-names.json")).unwrap();
-    assert!(names.contains("bill-service.demo.svc.cluster.local"), "{names}");
+    assert!(
+        names.contains("bill-service.demo.svc.cluster.local"),
+        "{names}"
+    );
 
     assert!(agent.terminate().success(), "SIGTERM exits 0");
     agent.wait_notification("STOPPING=1").await;
@@ -244,7 +280,10 @@ async fn an_expired_certificate_without_a_token_exits_with_the_rejoin_message() 
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the stored certificate expired at"), "{stderr}");
+    assert!(
+        stderr.contains("the stored certificate expired at"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("hostmesh-control token create --namespace demo --service-account bill"),
         "{stderr}"
@@ -255,7 +294,11 @@ async fn an_expired_certificate_without_a_token_exits_with_the_rejoin_message() 
 fn bad_settings_are_all_reported_and_the_agent_does_not_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.yaml");
-    std::fs::write(&config, "namespace: Demo\nadminPort: 0\ninterception:\n  failMode: maybe\n").unwrap();
+    std::fs::write(
+        &config,
+        "namespace: Demo\nadminPort: 0\ninterception:\n  failMode: maybe\n",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_hostmesh-agent"))
         .args(["run", "--config"])
         .arg(&config)
@@ -270,7 +313,10 @@ fn bad_settings_are_all_reported_and_the_agent_does_not_start() {
         "line 4 (interception.failMode): \"maybe\"",
         "$HOSTMESH_HEALTH_PORT (healthPort): \"x\" is not a port",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
     }
     std::fs::write(&config, "namespace: demo\ninterception:\n  enable: true\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_hostmesh-agent"))
@@ -279,7 +325,10 @@ fn bad_settings_are_all_reported_and_the_agent_does_not_start() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("line 3: unknown key `interception.enable`"), "{stderr}");
+    assert!(
+        stderr.contains("line 3: unknown key `interception.enable`"),
+        "{stderr}"
+    );
 }
 
 /// A certificate for demo/bill, signed by the CA, that expired yesterday.
@@ -301,9 +350,17 @@ fn write_expired_certificate(pki: &Pki, state: &Path) {
     params.not_after = now - time::Duration::days(1);
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::create_dir_all(state).unwrap();
-    let chain = format!("{}{}", cert.pem(), std::fs::read_to_string(ca_dir.join("cert-chain.pem")).unwrap_or(ca_cert));
+    let chain = format!(
+        "{}{}",
+        cert.pem(),
+        std::fs::read_to_string(ca_dir.join("cert-chain.pem")).unwrap_or(ca_cert)
+    );
     std::fs::write(state.join("cert-chain.pem"), chain).unwrap();
     std::fs::write(state.join("key.pem"), key.serialize_pem()).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(state.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        state.join("key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
 }

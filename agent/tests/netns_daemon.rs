@@ -29,7 +29,11 @@ fn tables(ns: &Netns) -> Vec<(String, String)> {
         .args(["netns", "exec", ns.name(), "nft", "-j", "list", "ruleset"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     json["nftables"]
         .as_array()
@@ -80,7 +84,10 @@ async fn the_table_is_installed_while_running_and_removed_on_sigterm() {
         running.contains(&("inet".into(), "hostmesh".into())),
         "{running:?}"
     );
-    assert!(running.contains(&("inet".into(), "other".into())), "{running:?}");
+    assert!(
+        running.contains(&("inet".into(), "other".into())),
+        "{running:?}"
+    );
 
     assert!(agent.terminate().success(), "SIGTERM exits 0");
     let stopped = tables(&ns);

@@ -133,7 +133,11 @@ fn walk(
     errors: &mut Vec<String>,
 ) {
     let Value::Map(entries) = node.value else {
-        let what = if prefix.is_empty() { "the file" } else { prefix };
+        let what = if prefix.is_empty() {
+            "the file"
+        } else {
+            prefix
+        };
         errors.push(format!(
             "line {}: {what} must be a map of keys, not {}",
             node.line,

@@ -53,8 +53,11 @@ fn a_missing_file_is_fine_unless_required() {
 
 #[test]
 fn an_unknown_key_is_named_with_its_line() {
-    let err = load_text("namespace: demo\ninterception:\n  enabled: true\n  failmode: open\n", &[])
-        .unwrap_err();
+    let err = load_text(
+        "namespace: demo\ninterception:\n  enabled: true\n  failmode: open\n",
+        &[],
+    )
+    .unwrap_err();
     assert_eq!(err.0.len(), 1, "{err}");
     assert!(
         err.0[0].starts_with("agent.yaml: line 4: unknown key `interception.failmode`; known keys here: enabled, excludedPorts"),
@@ -87,7 +90,9 @@ fn every_bad_setting_is_reported_at_once() {
     ];
     for e in expected {
         assert!(
-            err.0.iter().any(|l| l.starts_with(&format!("agent.yaml: {e}"))),
+            err.0
+                .iter()
+                .any(|l| l.starts_with(&format!("agent.yaml: {e}"))),
             "missing {e:?} in\n{err}"
         );
     }
@@ -101,9 +106,24 @@ fn checks_between_keys_are_reported_once_the_values_are_good() {
         &[],
     )
     .unwrap_err();
-    assert!(err.0.iter().any(|l| l.contains("adminPort and healthPort both use port 15020")), "{err}");
-    assert!(err.0.iter().any(|l| l.contains("interception.dnsCapture needs dns.enabled")), "{err}");
-    assert!(err.0.iter().any(|l| l.contains("dns.listen: 10.0.0.1:53 must be on 127.0.0.1")), "{err}");
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.contains("adminPort and healthPort both use port 15020")),
+        "{err}"
+    );
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.contains("interception.dnsCapture needs dns.enabled")),
+        "{err}"
+    );
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.contains("dns.listen: 10.0.0.1:53 must be on 127.0.0.1")),
+        "{err}"
+    );
 }
 
 #[test]

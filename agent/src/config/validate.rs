@@ -11,9 +11,7 @@ use hostmesh_ca::{SpiffeId, TrustDomain};
 use ipnet::IpNet;
 
 use super::keys::{Setting, Text};
-use super::{
-    AgentConfig, AppProtocol, ControlAddress, Dns, FailMode, Interception, Listeners,
-};
+use super::{AgentConfig, AppProtocol, ControlAddress, Dns, FailMode, Interception, Listeners};
 use crate::nft::{DEFAULT_SKIP_MARK, InterceptionSpec};
 
 /// The settings being checked and the problems found so far.
@@ -24,8 +22,10 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, key: &str, text: &Text, message: impl std::fmt::Display) {
-        self.errors
-            .push(format!("{} ({key}): {:?} {message}", text.origin, text.text));
+        self.errors.push(format!(
+            "{} ({key}): {:?} {message}",
+            text.origin, text.text
+        ));
     }
 
     fn wrong_shape(&mut self, key: &str) {
@@ -132,7 +132,11 @@ pub(super) fn validate(
     });
     let segment = |what: &'static str| {
         move |s: &str| {
-            let (ns, sa) = if what == "namespace" { (s, "x") } else { ("x", s) };
+            let (ns, sa) = if what == "namespace" {
+                (s, "x")
+            } else {
+                ("x", s)
+            };
             SpiffeId::new(TrustDomain::default(), ns, sa)
                 .map(|_| s.to_owned())
                 .map_err(|_| {
@@ -167,7 +171,11 @@ pub(super) fn validate(
     });
     let state_dir = c.scalar("stateDir", "/var/lib/hostmesh".into(), absolute);
     let join_token_path = c.scalar("joinTokenPath", "/etc/hostmesh/join-token".into(), absolute);
-    let root_cert_path = c.scalar("rootCertPath", "/etc/hostmesh/root-cert.pem".into(), absolute);
+    let root_cert_path = c.scalar(
+        "rootCertPath",
+        "/etc/hostmesh/root-cert.pem".into(),
+        absolute,
+    );
     let certificate_ttl = c.scalar("certificateTtl", Duration::from_secs(86_400), |s| {
         duration(s, Duration::from_secs(10))
     });
@@ -178,7 +186,8 @@ pub(super) fn validate(
     let health_port = c.scalar("healthPort", 15020, port);
     let log_level = c.string("logLevel", "info");
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        c.errors.push(format!("logLevel: {log_level:?} is not a log filter: {e}"));
+        c.errors
+            .push(format!("logLevel: {log_level:?} is not a log filter: {e}"));
     }
     let listeners = Listeners {
         outbound: c.scalar("listeners.outbound", ([0, 0, 0, 0], 15001).into(), socket),
@@ -343,7 +352,7 @@ fn label_part(s: &str, key: bool) -> Result<(), String> {
     } else {
         s
     };
-    let ok = (key && !name.is_empty() || !key)
+    let ok = !(key && name.is_empty())
         && name.len() <= 63
         && name
             .bytes()
@@ -415,7 +424,10 @@ fn absolute(s: &str) -> Result<PathBuf, String> {
 fn duration(s: &str, min: Duration) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d >= min => Ok(d),
-        Ok(_) => Err(format!("is shorter than {}", humantime::format_duration(min))),
+        Ok(_) => Err(format!(
+            "is shorter than {}",
+            humantime::format_duration(min)
+        )),
         Err(_) => Err("is not a duration (500ms, 30s, 24h)".into()),
     }
 }

@@ -145,7 +145,11 @@ impl AdsClient {
     ) -> Result<XdsHandles, Rejections> {
         let mut state = Self::state(&settings, config);
         let applied = state.restore(saved)?;
-        tracing::info!(resources = saved.len(), ?applied, "restored the stored xDS resources");
+        tracing::info!(
+            resources = saved.len(),
+            ?applied,
+            "restored the stored xDS resources"
+        );
         Ok(Self::spawn(settings, state))
     }
 
