@@ -1,17 +1,15 @@
-//! `hostmesh-agent`: the daemon systemd runs on every VM or bare-metal host.
-//!
-//! Owns (as it grows): bootstrap from `/etc/hostmesh/agent.yaml`, the workload certificate and
-//! its rotation, the nftables table `inet hostmesh`, the DNS proxy, the last-good-config store
-//! under `/var/lib/hostmesh`, systemd notify and watchdog, and embedding `hostmesh-proxy`.
-//! Today it gets and renews the host's certificate (`hostmesh-agent certificate`) and removes
-//! the interception table (`hostmesh-agent cleanup`).
+//! `hostmesh-agent`: the daemon systemd runs on every VM or bare-metal host (`run`), and the
+//! operator's helpers (`certificate`, `cleanup`). The daemon itself is composed in
+//! `hostmesh_agent::app`; this file parses the command line and maps errors to exit codes.
 //!
 //! Must not contain proxy logic: traffic handling lives in `hostmesh-proxy`.
 
 mod certificate;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -23,6 +21,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: certificate, config from the control server, proxy, interception, DNS.
+    Run(RunArgs),
     /// Get this host's certificate (with the join token the first time), or renew it.
     Certificate(certificate::CertificateArgs),
     /// Remove the agent's nftables table (`inet hostmesh`); succeeds when it is not there.
@@ -30,24 +30,32 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The settings file (every key has a default; `HOSTMESH_…` variables override it).
+    #[arg(long, env = "HOSTMESH_CONFIG", default_value = hostmesh_agent::config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Check the settings, print the effective ones and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct CleanupArgs {
     /// The nft executable to run.
     #[arg(long, default_value = "nft")]
-    nft: std::path::PathBuf,
+    nft: PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = match cli.command {
-        Command::Certificate(args) => certificate::run(args),
+        Command::Run(args) => run(args),
+        Command::Certificate(args) => {
+            init_plain_logs();
+            certificate::run(args)
+        }
         Command::Cleanup(args) => {
+            init_plain_logs();
             hostmesh_agent::nft::remove(&hostmesh_agent::nft::Nft::with_program(args.nft))
                 .map_err(anyhow::Error::from)
         }
@@ -59,4 +67,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let required = args.config.as_os_str() != hostmesh_agent::config::DEFAULT_PATH;
+    let config = hostmesh_agent::config::load_from_env(&args.config, required)
+        .context("invalid settings")?;
+    if args.check {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    let (log, target) = hostmesh_agent::logging::init(&config.log_level);
+    tracing::debug!(logs = target, "logging");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(hostmesh_agent::app::run(config, log))
+        .map_err(anyhow::Error::from)
+}
+
+fn init_plain_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -100,8 +100,9 @@ async fn unknown(
     if config.outbound().unknown_destination() == UnknownDestination::Refuse {
         return refused("destination not in the registry");
     }
-    if Some(dst) == listen {
-        // Dialled the listener itself: passing through would loop.
+    if Some(dst) == listen || tcp.local_addr().ok() == Some(dst) {
+        // Dialled the listener itself (not redirected; the listener may be bound to a
+        // wildcard address): passing through would loop.
         return refused("connection to the outbound listener itself");
     }
     proxy

@@ -10,6 +10,10 @@
 //! When the stream breaks, the proxy keeps serving what it has; the client reconnects with
 //! exponential backoff and jitter and, in delta mode, tells the server what it holds
 //! (`initial_resource_versions`) so that only changes come back.
+//!
+//! [`AdsClient::restore`] starts from a stored set of resources (the agent's last good config):
+//! the proxy serves it at once, and the first stream announces it in
+//! `initial_resource_versions`, so that the server sends only what changed since.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -39,7 +43,7 @@ use tonic::{Code, Streaming};
 use super::convert::Context;
 use super::name_table::MeshNames;
 use super::node::NodeIdentity;
-use super::resources::ResourceType;
+use super::resources::{RawResource, ResourceType, Resources};
 use super::state::{Applied, Update, XdsState};
 use super::wire::Rejections;
 use crate::ConfigHandle;
@@ -111,6 +115,8 @@ pub struct XdsHandles {
     pub ready: watch::Receiver<bool>,
     /// The mesh's DNS names for the DNS proxy.
     pub names: watch::Receiver<Arc<MeshNames>>,
+    /// The resources behind the running config, as received, after every swap.
+    pub applied: watch::Receiver<Arc<Resources>>,
     /// The client task (runs until aborted).
     pub task: JoinHandle<()>,
 }
@@ -126,12 +132,38 @@ pub struct AdsClient {
 impl AdsClient {
     /// Starts the client in a task; results go into `config`.
     pub fn start(settings: ClientSettings, config: ConfigHandle) -> XdsHandles {
+        let state = Self::state(&settings, config);
+        Self::spawn(settings, state)
+    }
+
+    /// Applies `saved` (a previous [`XdsHandles::applied`]) to `config`, then starts the client
+    /// from it. Nothing starts when the saved set is refused.
+    pub fn restore(
+        settings: ClientSettings,
+        config: ConfigHandle,
+        saved: &[RawResource],
+    ) -> Result<XdsHandles, Rejections> {
+        let mut state = Self::state(&settings, config);
+        let applied = state.restore(saved)?;
+        tracing::info!(
+            resources = saved.len(),
+            ?applied,
+            "restored the stored xDS resources"
+        );
+        Ok(Self::spawn(settings, state))
+    }
+
+    fn state(settings: &ClientSettings, config: ConfigHandle) -> XdsState {
         let ctx = Context {
             trust_domain: settings.bundle.trust_domain().as_str().to_owned(),
         };
-        let state = XdsState::new(ctx, config);
+        XdsState::new(ctx, config)
+    }
+
+    fn spawn(settings: ClientSettings, state: XdsState) -> XdsHandles {
         let ready = state.ready();
         let names = state.names();
+        let applied = state.applied();
         let client = Self {
             settings,
             state,
@@ -140,6 +172,7 @@ impl AdsClient {
         XdsHandles {
             ready,
             names,
+            applied,
             task: tokio::spawn(client.run()),
         }
     }

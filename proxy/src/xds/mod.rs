@@ -24,6 +24,6 @@ mod wire;
 pub use client::{AdsClient, ClientSettings, XdsHandles};
 pub use name_table::{MeshName, MeshNames, NameTable};
 pub use node::NodeIdentity;
-pub use resources::{ResourceType, Resources};
+pub use resources::{RawResource, ResourceType, Resources};
 pub use state::XdsState;
 pub use wire::{Rejection, Rejections};

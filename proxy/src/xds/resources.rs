@@ -72,11 +72,22 @@ impl fmt::Display for ResourceType {
     }
 }
 
-/// A decoded resource and its version.
+/// A decoded resource, its version, and the resource as received (kept so that the agent can
+/// store the last good config byte for byte and replay it through the same conversion).
 #[derive(Debug, Clone)]
 pub struct Versioned<T> {
     pub version: String,
     pub body: Arc<T>,
+    pub raw: Arc<Any>,
+}
+
+/// One held resource as it came from the control server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawResource {
+    pub ty: ResourceType,
+    pub name: String,
+    pub version: String,
+    pub any: Arc<Any>,
 }
 
 /// Every resource held, by type and name.
@@ -103,6 +114,7 @@ fn put<T: Message + Name + Default>(
         Versioned {
             version,
             body: Arc::new(body),
+            raw: Arc::new(any.clone()),
         },
     );
     Ok(name)
@@ -174,6 +186,25 @@ impl Resources {
             ResourceType::Route => of(&self.routes),
             ResourceType::NameTable => of(&self.name_tables),
         }
+    }
+
+    /// Every resource held, as received, in [`ResourceType::ALL`] order then by name.
+    pub fn raw(&self) -> Vec<RawResource> {
+        fn of<T>(ty: ResourceType, m: &BTreeMap<String, Versioned<T>>, out: &mut Vec<RawResource>) {
+            out.extend(m.iter().map(|(name, v)| RawResource {
+                ty,
+                name: name.clone(),
+                version: v.version.clone(),
+                any: v.raw.clone(),
+            }));
+        }
+        let mut out = Vec::new();
+        of(ResourceType::Cluster, &self.clusters, &mut out);
+        of(ResourceType::Endpoint, &self.endpoints, &mut out);
+        of(ResourceType::Listener, &self.listeners, &mut out);
+        of(ResourceType::Route, &self.routes, &mut out);
+        of(ResourceType::NameTable, &self.name_tables, &mut out);
+        out
     }
 
     /// The assignments the EDS clusters need.

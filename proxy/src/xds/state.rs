@@ -7,6 +7,9 @@
 //! listener before its route configuration): it is accepted and the swap waits for the
 //! missing pieces. Readiness flips once a complete config, with clusters and listeners both
 //! received, has been applied.
+//!
+//! Every swap publishes the resources behind it ([`XdsState::applied`]), as received, so the
+//! agent can keep them as its last good config; [`XdsState::restore`] replays such a set.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use tokio::sync::watch;
 
 use super::convert::{self, Context};
 use super::name_table::MeshNames;
-use super::resources::{ResourceType, Resources};
+use super::resources::{RawResource, ResourceType, Resources};
 use super::wire::{Rejection, Rejections};
 use crate::{ConfigHandle, ProxyConfig};
 
@@ -52,6 +55,7 @@ pub struct XdsState {
     config: ConfigHandle,
     names: watch::Sender<Arc<MeshNames>>,
     ready: watch::Sender<bool>,
+    applied: watch::Sender<Arc<Resources>>,
     received: [bool; 2],
     swaps: u64,
 }
@@ -64,6 +68,7 @@ impl XdsState {
             config,
             names: watch::Sender::new(Arc::default()),
             ready: watch::Sender::new(false),
+            applied: watch::Sender::new(Arc::default()),
             received: [false; 2],
             swaps: 0,
         }
@@ -81,6 +86,30 @@ impl XdsState {
     /// Flips to `true` once a complete config has been applied, and stays.
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
+    }
+
+    /// The resources behind the running config, republished at every swap.
+    pub fn applied(&self) -> watch::Receiver<Arc<Resources>> {
+        self.applied.subscribe()
+    }
+
+    /// Replays a stored set of resources (a previous [`XdsState::applied`]) as one update:
+    /// the whole set is converted and validated, then swapped in, or refused with nothing
+    /// changed.
+    pub fn restore(&mut self, saved: &[RawResource]) -> Result<Applied, Rejections> {
+        let mut next = Resources::default();
+        let mut decode_errors = Vec::new();
+        for r in saved {
+            if let Err(problem) = next.insert(r.ty, Some(r.name.clone()), r.version.clone(), &r.any)
+            {
+                decode_errors.push(reject(r.ty, &r.name, problem));
+            }
+        }
+        if !decode_errors.is_empty() {
+            return Err(Rejections(decode_errors));
+        }
+        let received = [!next.clusters.is_empty(), !next.listeners.is_empty()];
+        self.commit(next, "restored".to_owned(), received)
     }
 
     /// Applies one response of type `ty`, or refuses it (nothing changes).
@@ -118,15 +147,25 @@ impl XdsState {
         if !decode_errors.is_empty() {
             return Err(Rejections(decode_errors));
         }
-        let converted = convert::convert(&next, &self.ctx)?;
         let mut received = self.received;
         match ty {
             ResourceType::Cluster => received[0] = true,
             ResourceType::Listener => received[1] = true,
             _ => {}
         }
+        self.commit(next, version, received)
+    }
+
+    /// Converts and validates `next`; swaps it in when complete, holds it when not.
+    fn commit(
+        &mut self,
+        next: Resources,
+        version: String,
+        received: [bool; 2],
+    ) -> Result<Applied, Rejections> {
+        let converted = convert::convert(&next, &self.ctx)?;
         if !converted.pending.is_empty() {
-            tracing::debug!(type_url = ty.type_url(), pending = ?converted.pending, "accepted; config incomplete");
+            tracing::debug!(%version, pending = ?converted.pending, "accepted; config incomplete");
             self.held = next;
             self.received = received;
             self.publish_names(converted.names);
@@ -152,6 +191,7 @@ impl XdsState {
         self.received = received;
         self.publish_names(converted.names);
         self.config.replace(built);
+        self.applied.send_replace(Arc::new(self.held.clone()));
         if received == [true, true] {
             self.ready.send_if_modified(|r| !std::mem::replace(r, true));
         }
