@@ -76,3 +76,53 @@ pub struct ServiceDescription {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
+
+/// The merged services named `host`, with the provenance of each endpoint and the conflicts
+/// about the host or its addresses.
+pub fn describe(
+    snapshot: &crate::model::Snapshot,
+    conflicts: &[Conflict],
+    host: &str,
+) -> Vec<ServiceDescription> {
+    snapshot
+        .services_named(host)
+        .map(|s| ServiceDescription {
+            host: s.hostname.to_string(),
+            namespace: s.namespace.to_string(),
+            source: s.provenance.source.to_string(),
+            object: s.provenance.object.to_string(),
+            revision: s.provenance.revision.to_string(),
+            ports: s
+                .ports
+                .iter()
+                .map(|p| format!("{}/{}", p.number, p.protocol.as_str()))
+                .collect(),
+            location: match s.location {
+                crate::model::config::MeshLocation::Internal => "MESH_INTERNAL".into(),
+                crate::model::config::MeshLocation::External => "MESH_EXTERNAL".into(),
+            },
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|e| EndpointDescription {
+                    service_port: e.service_port.get(),
+                    address: e.address.to_string(),
+                    port: e.port.get(),
+                    identity: e.identity.to_string(),
+                    source: e.provenance.source.to_string(),
+                    object: e.provenance.object.to_string(),
+                    revision: e.provenance.revision.to_string(),
+                })
+                .collect(),
+            conflicts: conflicts
+                .iter()
+                .filter(|c| {
+                    c.subject == host
+                        || c.winner_object.starts_with(&format!("{host} "))
+                        || c.loser_object.starts_with(&format!("{host} "))
+                })
+                .cloned()
+                .collect(),
+        })
+        .collect()
+}

@@ -3,6 +3,7 @@
 
 mod ca_cmd;
 mod config;
+mod registry;
 mod run;
 
 use std::path::PathBuf;
