@@ -5,6 +5,7 @@
 //! - [`istio`]: the wire shapes of Istio's objects, for serde.
 //! - [`validate`]: Istio's validation rules, wire shapes in, typed objects out.
 //! - [`config`]: the typed, validated objects.
+//! - [`provenance`]: where a service or endpoint came from (source, object, revision).
 //! - [`snapshot`]: the immutable, versioned view built from a set of objects.
 //!
 //! Pure code: no I/O here.
@@ -12,12 +13,14 @@
 pub mod config;
 pub mod istio;
 pub mod protocol;
+pub mod provenance;
 pub mod snapshot;
 pub mod types;
 pub mod validate;
 
 pub use config::{ConfigObject, Kind, ObjectKey};
 pub use protocol::Protocol;
+pub use provenance::{Provenance, SourceName};
 pub use snapshot::{Endpoint, Service, Snapshot};
 pub use types::{Hostname, Identity, Labels, Namespace, PortNumber, TrustDomain};
 

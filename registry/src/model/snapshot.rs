@@ -1,7 +1,12 @@
 //! The immutable [`Snapshot`] of the mesh: services (ServiceEntry hosts × ports) with their
 //! endpoints (inline `endpoints` and the `WorkloadEntry`s selected by `workloadSelector` in
 //! the same namespace), plus every config object, under one version. Cheap to clone: the
-//! contents sit behind an `Arc`.
+//! contents sit behind an `Arc`, and each service behind its own `Arc` so that a merge of
+//! several sources shares the services it did not change.
+//!
+//! Every service and endpoint carries its [`Provenance`]. [`Snapshot::build`] stamps the
+//! static registry's; [`Snapshot::assemble`] takes services already built by their sources
+//! (the merge's way in).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use super::config::{
     ObjectKey, PeerAuthentication, Resolution, ServiceEntry, ServicePort, VirtualService, Workload,
     WorkloadEntry, WorkloadGroup,
 };
+use super::provenance::{Provenance, SourceName};
 use super::types::{
     Hostname, Identity, Labels, Locality, Namespace, Network, PortNumber, ServiceAccount,
     TrustDomain, Weight,
@@ -30,8 +36,11 @@ pub struct Endpoint {
     pub weight: Weight,
     pub identity: Identity,
     /// The object the endpoint comes from: the `WorkloadEntry`, or the `ServiceEntry` for an
-    /// inline endpoint.
+    /// inline endpoint. Sources without Istio objects (Consul) name a synthetic
+    /// `ServiceEntry` of the service.
     pub origin: ObjectKey,
+    /// The source, object and revision the endpoint came from.
+    pub provenance: Provenance,
 }
 
 /// A service: one host of a `ServiceEntry`.
@@ -49,6 +58,8 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// The `ServiceEntry` that declared the service.
     pub origin: ObjectKey,
+    /// The source, object and revision the service came from.
+    pub provenance: Provenance,
 }
 
 impl Service {
@@ -63,8 +74,8 @@ impl Service {
 #[derive(Debug, Default)]
 struct Inner {
     version: u64,
-    services: Vec<Service>,
-    objects: BTreeMap<ObjectKey, ConfigObject>,
+    services: Vec<Arc<Service>>,
+    objects: Arc<BTreeMap<ObjectKey, ConfigObject>>,
     /// The first key of each kind present: keys sort by kind first, so the objects of one
     /// kind are one range of `objects`.
     kind_starts: BTreeMap<Kind, ObjectKey>,
@@ -79,7 +90,8 @@ pub struct Snapshot(Arc<Inner>);
 
 impl Snapshot {
     /// Builds a snapshot from validated objects. When two objects share a key the later one
-    /// wins; sources report such duplicates before they get here.
+    /// wins; sources report such duplicates before they get here. Provenance: source
+    /// `static`, the object's key, revision `version`.
     pub fn build(
         version: u64,
         objects: impl IntoIterator<Item = ConfigObject>,
@@ -87,18 +99,33 @@ impl Snapshot {
     ) -> Snapshot {
         let objects: BTreeMap<ObjectKey, ConfigObject> =
             objects.into_iter().map(|o| (o.key(), o)).collect();
-        let mut kind_starts = BTreeMap::new();
-        for key in objects.keys() {
-            kind_starts.entry(key.kind).or_insert_with(|| key.clone());
-        }
+        let source = SourceName::new(SourceName::STATIC);
         let selectable = WorkloadIndex::new(&objects);
         let mut services = Vec::new();
         for object in objects.values() {
             if let ConfigObject::ServiceEntry(se) = object {
-                services.extend(services_of(se, &selectable, trust_domain));
+                services.extend(
+                    services_of(se, &selectable, trust_domain, &source, version)
+                        .into_iter()
+                        .map(Arc::new),
+                );
             }
         }
+        Self::assemble(version, services, Arc::new(objects))
+    }
+
+    /// A snapshot of services built elsewhere (sorted here by host name, then namespace) and
+    /// config objects.
+    pub fn assemble(
+        version: u64,
+        mut services: Vec<Arc<Service>>,
+        objects: Arc<BTreeMap<ObjectKey, ConfigObject>>,
+    ) -> Snapshot {
         services.sort_by(|a, b| (&a.hostname, &a.namespace).cmp(&(&b.hostname, &b.namespace)));
+        let mut kind_starts = BTreeMap::new();
+        for key in objects.keys() {
+            kind_starts.entry(key.kind).or_insert_with(|| key.clone());
+        }
         let mut endpoints_by_address: HashMap<Address, Vec<(usize, usize)>> = HashMap::new();
         let mut endpoints_by_origin: HashMap<ObjectKey, Vec<(usize, usize)>> = HashMap::new();
         for (si, service) in services.iter().enumerate() {
@@ -123,12 +150,17 @@ impl Snapshot {
         }))
     }
 
+    /// The config objects, shared.
+    pub fn object_map(&self) -> &Arc<BTreeMap<ObjectKey, ConfigObject>> {
+        &self.0.objects
+    }
+
     pub fn version(&self) -> u64 {
         self.0.version
     }
 
     /// Every service, sorted by host name then namespace.
-    pub fn services(&self) -> &[Service] {
+    pub fn services(&self) -> &[Arc<Service>] {
         &self.0.services
     }
 
@@ -138,6 +170,7 @@ impl Snapshot {
             .services
             .iter()
             .filter(move |s| s.hostname.as_str() == host)
+            .map(|s| &**s)
     }
 
     pub fn object(&self, key: &ObjectKey) -> Option<&ConfigObject> {
@@ -182,7 +215,7 @@ impl Snapshot {
         at: Option<&'a Vec<(usize, usize)>>,
     ) -> impl Iterator<Item = (&'a Service, &'a Endpoint)> + 'a {
         at.into_iter().flatten().filter_map(|&(si, ei)| {
-            let service = self.0.services.get(si)?;
+            let service: &Service = self.0.services.get(si)?;
             Some((service, service.endpoints.get(ei)?))
         })
     }
@@ -290,7 +323,10 @@ fn services_of(
     se: &ServiceEntry,
     selectable: &WorkloadIndex<'_>,
     trust_domain: &TrustDomain,
+    source: &SourceName,
+    version: u64,
 ) -> Vec<Service> {
+    let stamp = |key: &ObjectKey| Provenance::new(source.clone(), key.to_string(), version);
     let origin = ObjectKey {
         kind: super::config::Kind::ServiceEntry,
         namespace: se.meta.namespace.clone(),
@@ -306,7 +342,7 @@ fn services_of(
     let mut endpoints = Vec::new();
     for port in &se.ports {
         for (w, from) in &workloads {
-            if let Some(e) = endpoint(port, w, from, trust_domain) {
+            if let Some(e) = endpoint(port, w, from, trust_domain, stamp(from)) {
                 endpoints.push(e);
             }
         }
@@ -325,6 +361,7 @@ fn services_of(
             subject_alt_names: se.subject_alt_names.clone(),
             endpoints: endpoints.clone(),
             origin: origin.clone(),
+            provenance: stamp(&origin),
         })
         .collect()
 }
@@ -336,6 +373,7 @@ fn endpoint(
     w: &Workload,
     origin: &ObjectKey,
     trust_domain: &TrustDomain,
+    provenance: Provenance,
 ) -> Option<Endpoint> {
     let address = w.address.clone()?;
     let target = w
@@ -364,5 +402,6 @@ fn endpoint(
         )
         .ok()?,
         origin: origin.clone(),
+        provenance,
     })
 }

@@ -2,5 +2,9 @@
 //! objects plus the errors of what it rejected.
 //!
 //! - [`static_files`]: a folder of Istio YAML documents, hot-reloaded.
+//! - [`consul`]: Consul services and their healthy instances (blocking queries).
+//! - [`health`]: the status every source reports (healthy, last error, last update).
 
+pub mod consul;
+pub mod health;
 pub mod static_files;

@@ -122,6 +122,7 @@ async fn status_is_served_as_json() {
     tokio::spawn(serve_status(
         listener,
         env.ads.clone(),
+        None,
         std::future::pending(),
     ));
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

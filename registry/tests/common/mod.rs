@@ -95,6 +95,11 @@ impl Drop for Control {
 impl Control {
     /// Starts the server on free ports and waits until it accepts connections.
     pub fn start(bin: &str, dir: &Path, registry: &Path) -> Self {
+        Self::start_with(bin, dir, registry, &[])
+    }
+
+    /// [`Control::start`] with more arguments (e.g. `--config FILE`).
+    pub fn start_with(bin: &str, dir: &Path, registry: &Path, extra: &[&str]) -> Self {
         let address = format!("127.0.0.1:{}", free_port());
         let status_address = format!("127.0.0.1:{}", free_port());
         let child = Command::new(bin)
@@ -111,6 +116,7 @@ impl Control {
             .arg(dir.join("state"))
             .arg("--registry-dir")
             .arg(registry)
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostmesh_ca::TrustDomain;
+use hostmesh_registry::sources::consul::ConsulSettings;
+use hostmesh_registry::sources::consul::settings::RawConsulSettings;
 use hostmesh_registry::xds::OutboundPolicy;
 use serde::Deserialize;
 
@@ -26,6 +28,8 @@ pub struct ControlConfig {
     pub server_names: Vec<String>,
     pub registry_dir: PathBuf,
     pub outbound_traffic_policy: OutboundPolicy,
+    /// The Consul source, when configured. Its trust domain is the CA's unless set.
+    pub consul: Option<ConsulSettings>,
 }
 
 /// The settings as written in the file or given as flags: text, checked by [`Settings::validate`].
@@ -60,6 +64,11 @@ pub struct Settings {
     /// ALLOW_ANY or REGISTRY_ONLY [default: ALLOW_ANY].
     #[arg(long)]
     pub outbound_traffic_policy: Option<String>,
+    /// The Consul source (file only): address, token, datacenter, caFile, certFile,
+    /// keyFile, tag, domainSuffix, namespace, wait.
+    #[arg(skip)]
+    #[serde(default)]
+    pub consul: Option<RawConsulSettings>,
 }
 
 /// Every problem found, one per line.
@@ -109,6 +118,10 @@ impl Settings {
             outbound_traffic_policy: self
                 .outbound_traffic_policy
                 .or(base.outbound_traffic_policy),
+            consul: match (self.consul, base.consul) {
+                (Some(over), Some(base)) => Some(over.over(base)),
+                (over, base) => over.or(base),
+            },
         }
     }
 
@@ -170,6 +183,10 @@ impl Settings {
                 OutboundPolicy::AllowAny
             }
         };
+        let consul = self.consul.and_then(|raw| {
+            let td = trust_domain.clone().unwrap_or_default();
+            raw.validate(&td, &mut errors)
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -185,6 +202,7 @@ impl Settings {
                 .registry_dir
                 .unwrap_or_else(|| hostmesh_registry::sources::static_files::DEFAULT_DIR.into()),
             outbound_traffic_policy,
+            consul,
         })
     }
 }
@@ -259,5 +277,34 @@ mod tests {
                 .any(|l| l.starts_with("outboundTrafficPolicy: \"SOMETIMES\""))
         );
         assert!(err.0.iter().any(|l| l.starts_with("serverNames: \"a b\"")));
+    }
+
+    #[test]
+    fn consul_settings_are_read_and_checked() {
+        let config = file("consul:\n  address: http://127.0.0.1:8500\n  token: t0k\n  tag: mesh\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        let consul = config.consul.unwrap();
+        assert_eq!(consul.address.to_string(), "http://127.0.0.1:8500/");
+        assert_eq!(consul.tag.as_deref(), Some("mesh"));
+        assert_eq!(consul.domain_suffix, "service.consul");
+        let err = file("listen: nowhere\nconsul:\n  address: ftp://x\n  keyFile: k.pem\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0.iter().any(|l| l.starts_with("consul.address:")),
+            "{err}"
+        );
+        assert!(
+            err.0.iter().any(|l| l.starts_with("consul.caFile:")),
+            "{err}"
+        );
+        let err = file("consul:\n  adress: http://x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `adress`"), "{err}");
     }
 }

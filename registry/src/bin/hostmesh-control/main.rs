@@ -3,6 +3,7 @@
 
 mod ca_cmd;
 mod config;
+mod registry;
 mod run;
 
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control server: the certificate service on the xDS port.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Create or use the file-backed CA.
     #[command(subcommand)]
     Ca(ca_cmd::CaCommand),
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
         .init();
     raise_fd_limit();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Ca(cmd) => ca_cmd::ca(cmd),
         Command::Token(cmd) => ca_cmd::token(cmd),
     };

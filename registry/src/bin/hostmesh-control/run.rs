@@ -1,5 +1,6 @@
-//! `hostmesh-control run`: the static registry → model snapshots → translation → ADS, with the
-//! certificate service on the same TLS port (15012) and the status API on 15014.
+//! `hostmesh-control run`: the registry sources (static folder, Consul when configured) →
+//! merge → model snapshots → translation → ADS, with the certificate service on the same TLS
+//! port (15012) and the status API on 15014.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +12,11 @@ use hostmesh_ca::sign::SigningPolicy;
 use hostmesh_ca::tls::{SpiffeClientVerifier, TrustBundle, server_config};
 use hostmesh_ca::token::{TokenKey, UsedTokens};
 use hostmesh_ca::{CaPaths, CertificateAuthority};
-use hostmesh_registry::model::Snapshot;
 use hostmesh_registry::model::validate::Context as ModelContext;
-use hostmesh_registry::sources::static_files::{StaticSource, StaticView};
+use hostmesh_registry::sources::consul::ConsulSource;
+use hostmesh_registry::sources::static_files::StaticSource;
 use hostmesh_registry::xds::server::AdsServer;
-use hostmesh_registry::xds::server::http::serve_status;
+use hostmesh_registry::xds::server::http::{RegistryPages, serve_status};
 use hostmesh_registry::xds::{MeshTranslator, TranslatorConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -79,7 +80,20 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         ..TranslatorConfig::default()
     });
-    let ads = AdsServer::start(Arc::new(translator), snapshots(registry.subscribe()));
+    let consul = match args.consul.clone() {
+        Some(mut settings) => {
+            settings.trust_domain = ca.trust_domain().clone();
+            Some(ConsulSource::start(settings).context("starting the Consul source")?)
+        }
+        None => None,
+    };
+    let (snapshots, report) =
+        crate::registry::start(registry.subscribe(), consul.as_ref().map(|c| c.subscribe()));
+    let pages = RegistryPages {
+        report,
+        snapshots: snapshots.clone(),
+    };
+    let ads = AdsServer::start(Arc::new(translator), snapshots);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -97,6 +111,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
     tokio::spawn(serve_status(
         status_listener,
         ads.clone(),
+        Some(pages),
         stopped(stopping.clone()),
     ));
     info!(
@@ -108,6 +123,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         state_dir = %args.state_dir.display(),
         registry_dir = %args.registry_dir.display(),
         registry_version = registry.current().snapshot.version(),
+        consul = args.consul.as_ref().map(|c| c.address.to_string()).unwrap_or_default(),
         status_listen = %args.status_listen,
         xds_generation = ads.generation(),
         outbound_traffic_policy = ?args.outbound_traffic_policy,
@@ -125,22 +141,9 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming, stopped(stopping))
         .await
         .context("serving")?;
+    drop(consul);
     info!("hostmesh-control stopped");
     Ok(())
-}
-
-/// The model snapshots of the registry's views, for the ADS server.
-fn snapshots(mut views: watch::Receiver<StaticView>) -> watch::Receiver<Snapshot> {
-    let (tx, rx) = watch::channel(views.borrow_and_update().snapshot.clone());
-    tokio::spawn(async move {
-        while views.changed().await.is_ok() {
-            let snapshot = views.borrow_and_update().snapshot.clone();
-            if tx.send(snapshot).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 async fn shutdown() {

@@ -3,8 +3,11 @@
 //! `hostmesh validate FILE…` checks registry files with the same parser and validation as
 //! the control server, prints each problem as `file:line: …`, and exits non-zero when any
 //! document is invalid. `hostmesh status` lists the agents connected to a control server and
-//! whether each runs the config it was sent. Later: `describe`, `config-dump`, `demo`.
+//! whether each runs the config it was sent, then the registry sources' health and the
+//! merge's conflicts. `hostmesh describe service HOST` shows a merged service and where each
+//! endpoint came from. Later: `config-dump`, `demo`.
 
+mod describe;
 mod status;
 
 use std::collections::BTreeSet;
@@ -16,6 +19,7 @@ use clap::{Parser, Subcommand};
 use hostmesh_registry::model::ObjectKey;
 use hostmesh_registry::model::validate::Context;
 use hostmesh_registry::sources::static_files::parse_file;
+use hostmesh_registry::xds::server::http::SOURCES_PATH;
 
 #[derive(Debug, Parser)]
 #[command(name = "hostmesh", version, about = "Operate a hostmesh mesh")]
@@ -42,6 +46,25 @@ enum Command {
         )]
         address: String,
     },
+    /// Describe a mesh object as the control server runs it.
+    #[command(subcommand)]
+    Describe(Describe),
+}
+
+#[derive(Debug, Subcommand)]
+enum Describe {
+    /// A service's merged endpoints and where each came from.
+    Service {
+        /// The host name, e.g. web.service.consul.
+        host: String,
+        /// The control server's status API.
+        #[arg(
+            long,
+            env = "HOSTMESH_STATUS_ADDRESS",
+            default_value = "127.0.0.1:15014"
+        )]
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +83,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate { files } => validate(&files),
         Command::Status { address } => {
             print!("{}", status::render(&status::fetch(&address)?));
+            // Older servers have no registry report; the agents' table stands alone then.
+            if let Ok(report) = status::get(&address, SOURCES_PATH) {
+                print!("{}", status::render_sources(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Describe(Describe::Service { host, address }) => {
+            print!("{}", describe::render(&describe::fetch(&address, &host)?));
             Ok(ExitCode::SUCCESS)
         }
     }

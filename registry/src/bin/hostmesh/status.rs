@@ -6,6 +6,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hostmesh_registry::sources::health::RegistryReport;
 use hostmesh_registry::xds::server::http::CONNECTIONS_PATH;
 use hostmesh_registry::xds::server::{NodeStatus, TypeStatus};
 use hostmesh_registry::xds::type_url;
@@ -21,6 +22,11 @@ const COLUMNS: [(&str, &str); 5] = [
 
 /// Fetches the status table from the control server's status API.
 pub fn fetch(address: &str) -> anyhow::Result<Vec<NodeStatus>> {
+    get(address, CONNECTIONS_PATH)
+}
+
+/// `GET path` on the status API, decoded as JSON.
+pub fn get<T: serde::de::DeserializeOwned>(address: &str, path: &str) -> anyhow::Result<T> {
     let addr = address
         .to_socket_addrs()
         .with_context(|| format!("resolving {address}"))?
@@ -31,7 +37,7 @@ pub fn fetch(address: &str) -> anyhow::Result<Vec<NodeStatus>> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         tcp,
-        "GET {CONNECTIONS_PATH} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n\r\n"
     )?;
     let mut response = Vec::new();
     tcp.read_to_end(&mut response)
@@ -109,6 +115,91 @@ pub fn render(nodes: &[NodeStatus]) -> String {
             out.push_str(&n);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// The registry sources' health and the merge's conflicts, as printed under the agents.
+pub fn render_sources(report: &RegistryReport) -> String {
+    let mut out = format!("\nREGISTRY (snapshot version {})\n", report.version);
+    let mut rows = vec![
+        [
+            "SOURCE",
+            "HEALTHY",
+            "SERVICES",
+            "ENDPOINTS",
+            "OBJECTS",
+            "REJECTED",
+            "LAST UPDATE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for s in &report.sources {
+        rows.push(vec![
+            s.name.clone(),
+            if s.healthy { "yes" } else { "NO" }.to_owned(),
+            s.services.to_string(),
+            s.endpoints.to_string(),
+            s.objects.to_string(),
+            s.rejected.to_string(),
+            s.last_update.clone().unwrap_or_else(|| "never".into()),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    for s in &report.sources {
+        if let Some(e) = &s.last_error {
+            let at = s.last_error_at.as_deref().unwrap_or("");
+            out.push_str(&format!("  {} last error at {at}: {e}\n", s.name));
+        }
+        if let Some(n) = &s.note {
+            out.push_str(&format!("  {}: {n}\n", s.name));
+        }
+    }
+    if !report.conflicts.is_empty() {
+        out.push_str("\nCONFLICTS (resolved by precedence static > kubernetes > consul):\n");
+        for c in &report.conflicts {
+            out.push_str(&format!(
+                "  {:?} {}: {} ({}) kept over {} ({}); {}\n",
+                c.kind,
+                c.subject,
+                c.winner_source,
+                c.winner_object,
+                c.loser_source,
+                c.loser_object,
+                c.detail
+            ));
+        }
+    }
+    if !report.rejected.is_empty() {
+        out.push_str("\nREJECTED:\n");
+        for r in &report.rejected {
+            out.push_str(&format!("  {}: {}: {}\n", r.source, r.object, r.reason));
+        }
+    }
+    out
+}
+
+/// Left-aligned columns.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }

@@ -1,9 +1,17 @@
-//! The status table over plain HTTP, for operators and `hostmesh status`:
-//! `GET /debug/connections` answers a JSON array of [`NodeStatus`](super::NodeStatus), one
-//! per connected stream. Anything else is 404 (or 405 for another method).
+//! The status API over plain HTTP, for operators, `hostmesh status` and `hostmesh describe`:
+//!
+//! - `GET /debug/connections`: a JSON array of [`NodeStatus`](super::NodeStatus), one per
+//!   connected stream.
+//! - `GET /debug/sources`: the [`RegistryReport`]: each source's health, the merge's
+//!   conflicts and rejections.
+//! - `GET /debug/services/<host>`: the merged services of that host with the provenance of
+//!   every endpoint ([`ServiceDescription`](crate::sources::health::ServiceDescription)).
+//!
+//! Anything else is 404 (or 405 for another method).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -11,14 +19,32 @@ use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::AdsServer;
+use crate::model::Snapshot;
+use crate::sources::health::{RegistryReport, describe};
 
 /// The path of the connection list.
 pub const CONNECTIONS_PATH: &str = "/debug/connections";
+/// The path of the registry report.
+pub const SOURCES_PATH: &str = "/debug/sources";
+/// The prefix of a service's description.
+pub const SERVICES_PATH: &str = "/debug/services/";
 
-fn answer(server: &AdsServer, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// What the status API shows of the registry: the merge's report and the snapshot in force.
+#[derive(Debug, Clone)]
+pub struct RegistryPages {
+    pub report: watch::Receiver<Arc<RegistryReport>>,
+    pub snapshots: watch::Receiver<Snapshot>,
+}
+
+fn answer(
+    server: &AdsServer,
+    registry: Option<&RegistryPages>,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: Vec<u8>| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -27,7 +53,10 @@ fn answer(server: &AdsServer, request: &Request<Incoming>) -> Response<Full<Byte
         }
         response
     };
-    if request.uri().path() != CONNECTIONS_PATH {
+    let path = request.uri().path();
+    let known = path == CONNECTIONS_PATH
+        || (registry.is_some() && (path == SOURCES_PATH || path.starts_with(SERVICES_PATH)));
+    if !known {
         return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
     }
     if request.method() != Method::GET {
@@ -37,7 +66,22 @@ fn answer(server: &AdsServer, request: &Request<Incoming>) -> Response<Full<Byte
             b"use GET\n".to_vec(),
         );
     }
-    match serde_json::to_vec_pretty(&server.status()) {
+    let body = match (registry, path.strip_prefix(SERVICES_PATH)) {
+        (Some(r), _) if path == SOURCES_PATH => serde_json::to_vec_pretty(&**r.report.borrow()),
+        (Some(r), Some(host)) => {
+            let found = describe(&r.snapshots.borrow(), &r.report.borrow().conflicts, host);
+            if found.is_empty() {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    format!("no service {host}\n").into_bytes(),
+                );
+            }
+            serde_json::to_vec_pretty(&found)
+        }
+        _ => serde_json::to_vec_pretty(&server.status()),
+    };
+    match body {
         Ok(body) => reply(StatusCode::OK, "application/json", body),
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,6 +95,7 @@ fn answer(server: &AdsServer, request: &Request<Incoming>) -> Response<Full<Byte
 pub async fn serve_status(
     listener: TcpListener,
     server: AdsServer,
+    registry: Option<RegistryPages>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -65,10 +110,10 @@ pub async fn serve_status(
             },
             () = &mut shutdown => break,
         };
-        let server = server.clone();
+        let (server, registry) = (server.clone(), registry.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = answer(&server, &request);
+                let response = answer(&server, registry.as_ref(), &request);
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
