@@ -6,15 +6,11 @@
 mod common;
 mod consul_emulator;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Control, DeltaClient, Pki, connect, node};
+use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
 use consul_emulator::{ConsulEmulator, Instance};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
 use hostmesh_registry::xds::type_url;
-use prost::Message;
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
 const WEB: &str = "outbound|8080||web.service.consul";
@@ -43,64 +39,6 @@ spec:
   endpoints:
   - {address: 10.0.0.99}
 ";
-
-fn addresses(response: &DeltaDiscoveryResponse, name: &str) -> Vec<String> {
-    use envoy_types::pb::envoy::config::core::v3::address::Address;
-    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-    let Some(resource) = response.resources.iter().find(|r| r.name == name) else {
-        return Vec::new();
-    };
-    let cla = ClusterLoadAssignment::decode(resource.resource.as_ref().unwrap().value.as_slice())
-        .unwrap();
-    let mut out: Vec<String> = cla
-        .endpoints
-        .iter()
-        .flat_map(|l| &l.lb_endpoints)
-        .filter_map(|e| match &e.host_identifier {
-            Some(HostIdentifier::Endpoint(ep)) => match ep.address.as_ref()?.address.as_ref()? {
-                Address::SocketAddress(s) => Some(s.address.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-async fn next_of(
-    client: &mut DeltaClient,
-    type_url: &str,
-    within: Duration,
-) -> DeltaDiscoveryResponse {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let response = client
-            .next(left)
-            .await
-            .unwrap_or_else(|e| panic!("waiting for {type_url}: {e}"));
-        if response.type_url == type_url {
-            return response;
-        }
-        client.ack(&response).await;
-    }
-}
-
-fn hostmesh(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostmesh"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_and_consul_services_reach_an_agent_with_provenance() {

@@ -5,14 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Control, DeltaClient, Pki, connect, node};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
 use hostmesh_registry::xds::type_url;
-use prost::Message;
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
 const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
@@ -55,67 +51,6 @@ fn replace(dir: &Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.swp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-fn addresses(response: &DeltaDiscoveryResponse, name: &str) -> Vec<String> {
-    let Some(resource) = response.resources.iter().find(|r| r.name == name) else {
-        return Vec::new();
-    };
-    let cla = ClusterLoadAssignment::decode(resource.resource.as_ref().unwrap().value.as_slice())
-        .unwrap();
-    let mut out: Vec<String> = cla
-        .endpoints
-        .iter()
-        .flat_map(|l| &l.lb_endpoints)
-        .filter_map(|e| {
-            use envoy_types::pb::envoy::config::core::v3::address::Address;
-            use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-            let Some(HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
-                return None;
-            };
-            match endpoint.address.as_ref()?.address.as_ref()? {
-                Address::SocketAddress(s) => Some(s.address.clone()),
-                _ => None,
-            }
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// The next response of `type_url`, ACKing every response on the way.
-async fn next_of(
-    client: &mut DeltaClient,
-    type_url: &str,
-    within: Duration,
-) -> DeltaDiscoveryResponse {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let response = client
-            .next(left)
-            .await
-            .unwrap_or_else(|e| panic!("waiting for {type_url}: {e}"));
-        if response.type_url == type_url {
-            return response;
-        }
-        client.ack(&response).await;
-    }
-}
-
-fn hostmesh(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hostmesh"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -257,3 +257,66 @@ fn reply(response: &DeltaDiscoveryResponse, error: Option<&str>) -> DeltaDiscove
         ..DeltaDiscoveryRequest::default()
     }
 }
+
+/// The sorted endpoint addresses of the assignment `name` in a delta response.
+pub fn addresses(response: &DeltaDiscoveryResponse, name: &str) -> Vec<String> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    use prost::Message;
+    let Some(resource) = response.resources.iter().find(|r| r.name == name) else {
+        return Vec::new();
+    };
+    let cla = ClusterLoadAssignment::decode(resource.resource.as_ref().unwrap().value.as_slice())
+        .unwrap();
+    let mut out: Vec<String> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .filter_map(|e| match &e.host_identifier {
+            Some(HostIdentifier::Endpoint(ep)) => match ep.address.as_ref()?.address.as_ref()? {
+                Address::SocketAddress(s) => Some(s.address.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The next response of `type_url`, ACKing every other response on the way.
+pub async fn next_of(
+    client: &mut DeltaClient,
+    type_url: &str,
+    within: Duration,
+) -> DeltaDiscoveryResponse {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let response = client
+            .next(left)
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {type_url}: {e}"));
+        if response.type_url == type_url {
+            return response;
+        }
+        client.ack(&response).await;
+    }
+}
+
+/// Runs the `hostmesh` CLI; its exit code and stdout + stderr.
+pub fn hostmesh(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hostmesh"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
