@@ -81,6 +81,23 @@ pub struct Conflict {
     pub detail: String,
 }
 
+/// One line for operators: `Host web.service.consul: static (…) kept over consul (…); …`.
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} {}: {} ({}) kept over {} ({}); {}",
+            self.kind,
+            self.subject,
+            self.winner_source,
+            self.winner_object,
+            self.loser_source,
+            self.loser_object,
+            self.detail
+        )
+    }
+}
+
 /// The merge's result.
 #[derive(Debug, Clone)]
 pub struct MergeOutcome {

@@ -51,16 +51,7 @@ pub fn render(services: &[ServiceDescription]) -> String {
         if !s.conflicts.is_empty() {
             out.push_str("\nConflicts:\n");
             for c in &s.conflicts {
-                out.push_str(&format!(
-                    "  {:?} {}: {} ({}) kept over {} ({}); {}\n",
-                    c.kind,
-                    c.subject,
-                    c.winner_source,
-                    c.winner_object,
-                    c.loser_source,
-                    c.loser_object,
-                    c.detail
-                ));
+                out.push_str(&format!("  {c}\n"));
             }
         }
         out.push('\n');

@@ -160,14 +160,8 @@ pub fn render_sources(report: &RegistryReport) -> String {
         out.push_str("\nCONFLICTS (resolved by precedence static > kubernetes > consul):\n");
         for c in &report.conflicts {
             out.push_str(&format!(
-                "  {:?} {}: {} ({}) kept over {} ({}); {}\n",
-                c.kind,
-                c.subject,
-                c.winner_source,
-                c.winner_object,
-                c.loser_source,
-                c.loser_object,
-                c.detail
+                "  {c}
+"
             ));
         }
     }
