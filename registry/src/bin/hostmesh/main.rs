@@ -49,6 +49,9 @@ enum Command {
     /// Describe a mesh object as the control server runs it.
     #[command(subcommand)]
     Describe(Describe),
+    /// Write man pages and shell completions under DIR (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +90,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Ok(report) = status::get(&address, SOURCES_PATH) {
                 print!("{}", status::render_sources(&report));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateDocs { dir } => {
+            hostmesh_ca::cli_docs::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the docs under {}", dir.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Describe(Describe::Service { host, address }) => {
