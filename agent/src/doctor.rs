@@ -52,7 +52,10 @@ impl HostPaths {
 /// Every check, in the order printed.
 pub fn examine(config: &AgentConfig, host: &HostPaths) -> Vec<Finding> {
     let mut out = Vec::new();
-    nftables(&Nft::with_program(config.interception.nft.clone()), &mut out);
+    nftables(
+        &Nft::with_program(config.interception.nft.clone()),
+        &mut out,
+    );
     legacy_iptables(&mut out);
     docker_and_firewalld(host, &mut out);
     resolver(config, &mut out);
@@ -89,7 +92,12 @@ fn nftables(nft: &Nft, out: &mut Vec<Finding>) {
     let ruleset = match nft.list_ruleset_json() {
         Ok(json) => json,
         Err(e) => {
-            push(out, Level::Warn, "nftables", format!("cannot list the ruleset: {e}"));
+            push(
+                out,
+                Level::Warn,
+                "nftables",
+                format!("cannot list the ruleset: {e}"),
+            );
             return;
         }
     };
@@ -302,7 +310,9 @@ fn ssh(config: &AgentConfig, host: &HostPaths, listening: &[u16], out: &mut Vec<
             out,
             level,
             "ssh",
-            format!("sshd port {port} ({state}): {inbound}; {outbound}; open sessions survive (only new connections are redirected)"),
+            format!(
+                "sshd port {port} ({state}): {inbound}; {outbound}; open sessions survive (only new connections are redirected)"
+            ),
         );
     }
 }

@@ -43,8 +43,7 @@ pub async fn wait_for_enrolment(
     notifier: &Notifier,
 ) {
     let mut announced = false;
-    while !crate::store::has_certificate(state_dir)
-        && !(root_cert.exists() && token_path.exists())
+    while !crate::store::has_certificate(state_dir) && !(root_cert.exists() && token_path.exists())
     {
         if !announced {
             let status = format!(

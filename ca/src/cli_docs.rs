@@ -17,12 +17,22 @@ pub fn write(cmd: clap::Command, out: &Path) -> io::Result<()> {
     let man = out.join("man");
     fs::create_dir_all(&man)?;
     write_page(&cmd, &name, &man)?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
         let page = format!("{name}-{}", sub.get_name());
-        let sub = sub.clone().display_name(page.clone()).bin_name(page.clone());
+        let sub = sub
+            .clone()
+            .display_name(page.clone())
+            .bin_name(page.clone());
         write_page(&sub, &page, &man)?;
     }
-    for (shell, dir) in [(Shell::Bash, "bash"), (Shell::Zsh, "zsh"), (Shell::Fish, "fish")] {
+    for (shell, dir) in [
+        (Shell::Bash, "bash"),
+        (Shell::Zsh, "zsh"),
+        (Shell::Fish, "fish"),
+    ] {
         let dir = out.join("completions").join(dir);
         fs::create_dir_all(&dir)?;
         clap_complete::generate_to(shell, &mut cmd, &name, &dir)?;
