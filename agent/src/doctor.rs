@@ -23,6 +23,12 @@ pub enum Level {
     Warn,
 }
 
+impl Level {
+    fn warn_if(problem: bool) -> Self {
+        if problem { Self::Warn } else { Self::Ok }
+    }
+}
+
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -159,10 +165,9 @@ fn legacy_iptables(out: &mut Vec<Finding>) {
             .lines()
             .filter(|l| l.starts_with("-A "))
             .count();
-        let level = if rules == 0 { Level::Ok } else { Level::Warn };
         push(
             out,
-            level,
+            Level::warn_if(rules > 0),
             "iptables",
             format!(
                 "{program}: {rules} legacy rules{}",
@@ -210,14 +215,9 @@ fn resolver(config: &AgentConfig, out: &mut Vec<Finding>) {
         Ok(conf) => {
             let servers: Vec<String> = conf.nameservers.iter().map(|s| s.to_string()).collect();
             let search: Vec<String> = conf.search.iter().map(|s| s.to_string()).collect();
-            let level = if servers.is_empty() {
-                Level::Warn
-            } else {
-                Level::Ok
-            };
             push(
                 out,
-                level,
+                Level::warn_if(servers.is_empty()),
                 "resolver",
                 format!(
                     "{}{link}: nameservers [{}], search [{}]",
@@ -301,14 +301,9 @@ fn ssh(config: &AgentConfig, host: &HostPaths, listening: &[u16], out: &mut Vec<
         } else {
             "outbound connections to it go through the proxy (add it to excludedPorts to bypass)"
         };
-        let level = if config.inbound_ports.contains_key(&port) {
-            Level::Warn
-        } else {
-            Level::Ok
-        };
         push(
             out,
-            level,
+            Level::warn_if(config.inbound_ports.contains_key(&port)),
             "ssh",
             format!(
                 "sshd port {port} ({state}): {inbound}; {outbound}; open sessions survive (only new connections are redirected)"
