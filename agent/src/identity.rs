@@ -43,8 +43,9 @@ pub async fn wait_for_enrolment(
     notifier: &Notifier,
 ) {
     let mut announced = false;
-    while !crate::store::has_certificate(state_dir) && !(root_cert.exists() && token_path.exists())
-    {
+    let enrolled =
+        || crate::store::has_certificate(state_dir) || (root_cert.exists() && token_path.exists());
+    while !enrolled() {
         if !announced {
             let status = format!(
                 "waiting for enrolment: the mesh root certificate at {} and a join token at {} \
