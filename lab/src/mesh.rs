@@ -194,6 +194,8 @@ pub struct AgentSpec {
     pub workload_group: Option<String>,
     /// More `agent.yaml` lines, appended as written (top-level keys).
     pub extra_yaml: String,
+    /// Environment variables for the agent process (e.g. `WATCHDOG_USEC`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A `hostmesh-agent run` on a host: its folder holds `agent.yaml`, `join-token` and
@@ -204,6 +206,7 @@ pub struct Agent {
     host: Host,
     dir: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
     process: Option<Process>,
 }
 
@@ -228,6 +231,7 @@ impl Agent {
             host: host.clone(),
             dir,
             log: lab.log_path(&format!("agent-{}", host.name())),
+            env: spec.env.clone(),
             process: None,
         };
         agent.restart()?;
@@ -261,7 +265,8 @@ impl Agent {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let name = format!("agent-{}", self.host.name());
         let socket = self.dir.join("notify");
         let mut process = Process::spawn_notify(&name, command, &self.log, &socket)?;
