@@ -156,6 +156,14 @@ impl Control {
         Ok(())
     }
 
+    /// SIGKILL: an abrupt outage (and no wait for open streams to end).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill9()?;
+        }
+        Ok(())
+    }
+
     /// Starts the server (again), ready when both ports accept.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
