@@ -233,7 +233,10 @@ impl Agent {
             &dir.join("join-token"),
             &control.token(&spec.namespace, &spec.service_account)?,
         )?;
-        write(&dir.join("agent.yaml"), &agent_yaml(control, &dir, spec))?;
+        write(
+            &dir.join("agent.yaml"),
+            &agent_yaml(control, host, &dir, spec),
+        )?;
         let mut agent = Self {
             bin: bins.agent.clone(),
             host: host.clone(),
@@ -308,11 +311,12 @@ impl Agent {
     }
 }
 
-fn agent_yaml(control: &Control, dir: &Path, spec: &AgentSpec) -> String {
+fn agent_yaml(control: &Control, host: &Host, dir: &Path, spec: &AgentSpec) -> String {
     let mut yaml = format!(
-        "controlAddress: {}\nnamespace: {}\nserviceAccount: {}\nstateDir: {}\n\
-         joinTokenPath: {}\nrootCertPath: {}\n",
+        "controlAddress: {}\nworkloadName: {}\nnamespace: {}\nserviceAccount: {}\n\
+         stateDir: {}\njoinTokenPath: {}\nrootCertPath: {}\n",
         control.address(),
+        host.name(),
         spec.namespace,
         spec.service_account,
         dir.join("state").display(),

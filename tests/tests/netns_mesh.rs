@@ -375,6 +375,8 @@ fn without_the_control_server_traffic_flows_and_a_restarted_agent_serves_its_las
         agent.stop().unwrap();
         let started = Instant::now();
         agent.restart().unwrap();
+        let said = agent.process().unwrap().notifications().join(" | ");
+        assert!(said.contains("from the last good config"), "{said}");
         // Generous on a loaded machine; the daemon's own test bounds it at one second.
         assert!(
             started.elapsed() < Duration::from_secs(10),
