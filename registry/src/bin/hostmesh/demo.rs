@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use hostmesh_lab::{Agent, AgentSpec, Binaries, Control, Host, HttpApp, Lab};
 
-/// The demo's registry: the service and its two workloads, in Istio's YAML.
+/// The demo's registry: the service, its two workloads and round-robin balancing (Istio's
+/// default is least-request), in Istio's YAML.
 const REGISTRY: &str = r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: bill-service, namespace: demo}
@@ -25,6 +26,13 @@ spec:
   ports: [{number: 9999, name: http, protocol: HTTP}]
   resolution: STATIC
   workloadSelector: {labels: {app: bill-service}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bill-service, namespace: demo}
+spec:
+  host: bill-service.demo.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
