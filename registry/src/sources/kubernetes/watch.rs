@@ -205,13 +205,15 @@ impl Shared {
     /// Applies a change to the objects and republishes when the view or health moved.
     fn update(&self, watch: &str, change: impl FnOnce(&mut State)) {
         let mut state = self.lock();
+        let before = (state.unsynced.len(), state.crds);
         change(&mut state);
+        let health_moved = before != (state.unsynced.len(), state.crds);
         let recovered = state.failing.remove(watch).is_some();
         if recovered {
             info!(watch, "Kubernetes watch answers again");
         }
         let changed = state.rebuild(&self.settings);
-        if changed || recovered {
+        if changed || recovered || health_moved {
             self.publish(&state);
         }
     }
@@ -305,6 +307,12 @@ async fn run(shared: Arc<Shared>) {
             spawn_dynamic(&mut tasks, &shared, r, ns, |s| &mut s.workload_entries);
         }
     }
+    // Only now: the CRD watches are in `unsynced`, so the source is not healthy before
+    // they have listed.
+    shared.update(DISCOVERY, |state| {
+        state.crds = Some(true);
+        state.unsynced.remove(DISCOVERY);
+    });
     while tasks.join_next().await.is_some() {}
 }
 
@@ -426,7 +434,8 @@ async fn follow<K>(
 }
 
 /// Finds the CRDs' resources, retrying on errors; `(ServiceEntry, WorkloadEntry)`, each
-/// `None` when not served. While neither is served it looks again every `crd_recheck`.
+/// `None` when not served. While neither is served it reports that and looks again every
+/// `crd_recheck`; it returns once they are (or when no client can be made).
 async fn discover(shared: &Arc<Shared>) -> (Option<ApiResource>, Option<ApiResource>) {
     let mut backoff = Backoff::new(shared.settings.max_backoff);
     let client = match shared.client(DISCOVERY) {
@@ -438,16 +447,15 @@ async fn discover(shared: &Arc<Shared>) -> (Option<ApiResource>, Option<ApiResou
     };
     loop {
         match find_resources(&client).await {
-            Ok(found) => {
-                let served = found.0.is_some() || found.1.is_some();
+            Ok(found) if found.0.is_some() || found.1.is_some() => {
+                info!(group = istio::GROUP, "Istio CRDs served; watching ServiceEntry and WorkloadEntry");
+                return found;
+            }
+            Ok(_) => {
                 shared.update(DISCOVERY, |state| {
-                    state.crds = Some(served);
+                    state.crds = Some(false);
                     state.unsynced.remove(DISCOVERY);
                 });
-                if served {
-                    info!(group = istio::GROUP, "Istio CRDs served; watching ServiceEntry and WorkloadEntry");
-                    return found;
-                }
                 debug!(group = istio::GROUP, "Istio CRDs not served");
                 tokio::time::sleep(shared.settings.crd_recheck).await;
             }
