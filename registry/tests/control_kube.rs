@@ -76,19 +76,22 @@ async fn wait_metric(address: &str, series: &str, want: f64) -> String {
     }
 }
 
-/// Reads endpoint pushes until each named cluster has been seen; cluster → addresses.
-async fn assignments(agent: &mut DeltaClient, want: &[&str]) -> BTreeMap<String, Vec<String>> {
-    let mut seen = BTreeMap::new();
+/// Reads endpoint pushes until every named cluster has the wanted addresses (sources
+/// answer at their own pace, so an early push may have fewer).
+async fn wait_assignments(agent: &mut DeltaClient, want: &[(&str, &[&str])]) {
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !want.iter().all(|w| seen.contains_key(*w)) {
-        assert!(Instant::now() < deadline, "assignments so far: {seen:?}");
+    while !want
+        .iter()
+        .all(|(name, ips)| seen.get(*name).is_some_and(|s| s == ips))
+    {
+        assert!(Instant::now() < deadline, "assignments so far: {seen:?}, want {want:?}");
         let eds = next_of(agent, type_url::ENDPOINT, Duration::from_secs(20)).await;
         for r in &eds.resources {
             seen.insert(r.name.clone(), addresses(&eds, &r.name));
         }
         agent.ack(&eds).await;
     }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,28 +151,26 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
         agent.ack(&clusters).await;
     }
     agent.subscribe(type_url::ENDPOINT, &[WEB, BILL, SHOP]).await;
-    let seen = assignments(&mut agent, &[WEB, BILL, SHOP]).await;
-    assert_eq!(seen[WEB], ["10.0.0.21"]);
-    assert_eq!(seen[BILL], ["10.0.0.5"]);
-    assert_eq!(seen[SHOP], ["10.1.0.1"]);
+    wait_assignments(
+        &mut agent,
+        &[(WEB, &["10.0.0.21"]), (BILL, &["10.0.0.5"]), (SHOP, &["10.1.0.1"])],
+    )
+    .await;
 
     // An update in each source arrives.
     kube.apply(
         Res::EndpointSlices,
         slice("retail", "shop-1", "shop", &["10.1.0.1", "10.1.0.2"], &[("http", 8080)]),
     );
-    let seen = assignments(&mut agent, &[SHOP]).await;
-    assert_eq!(seen[SHOP], ["10.1.0.1", "10.1.0.2"]);
+    wait_assignments(&mut agent, &[(SHOP, &["10.1.0.1", "10.1.0.2"])]).await;
     consul.register("web", Instance::new("web-2", "10.0.0.22", 8080));
-    let seen = assignments(&mut agent, &[WEB]).await;
-    assert_eq!(seen[WEB], ["10.0.0.21", "10.0.0.22"]);
+    wait_assignments(&mut agent, &[(WEB, &["10.0.0.21", "10.0.0.22"])]).await;
     std::fs::write(
         registry.join("static.yaml"),
         STATIC.replace("- {address: 10.0.0.5}", "- {address: 10.0.0.5}\n  - {address: 10.0.0.6}"),
     )
     .unwrap();
-    let seen = assignments(&mut agent, &[BILL]).await;
-    assert_eq!(seen[BILL], ["10.0.0.5", "10.0.0.6"]);
+    wait_assignments(&mut agent, &[(BILL, &["10.0.0.5", "10.0.0.6"])]).await;
 
     // `hostmesh describe` shows Kubernetes provenance.
     let (code, out) = hostmesh(&[
