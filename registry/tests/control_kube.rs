@@ -12,7 +12,9 @@ mod kube_emulator;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
+use common::{
+    Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
+};
 use consul_emulator::{ConsulEmulator, Instance};
 use hostmesh_registry::xds::type_url;
 use kube_emulator::{KubeEmulator, Res, service, slice};
@@ -85,7 +87,10 @@ async fn wait_assignments(agent: &mut DeltaClient, want: &[(&str, &[&str])]) {
         .iter()
         .all(|(name, ips)| seen.get(*name).is_some_and(|s| s == ips))
     {
-        assert!(Instant::now() < deadline, "assignments so far: {seen:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "assignments so far: {seen:?}, want {want:?}"
+        );
         let eds = next_of(agent, type_url::ENDPOINT, Duration::from_secs(20)).await;
         for r in &eds.resources {
             seen.insert(r.name.clone(), addresses(&eds, &r.name));
@@ -99,15 +104,27 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
     let consul = ConsulEmulator::start(None).await;
     consul.register("web", Instance::new("web-1", "10.0.0.21", 8080));
     let kube = KubeEmulator::start(false).await;
-    kube.apply(Res::Services, service("retail", "shop", "10.96.0.20", &[("http", 80)]));
+    kube.apply(
+        Res::Services,
+        service("retail", "shop", "10.96.0.20", &[("http", 80)]),
+    );
     kube.apply(
         Res::EndpointSlices,
         slice("retail", "shop-1", "shop", &["10.1.0.1"], &[("http", 8080)]),
     );
-    kube.apply(Res::Services, service("retail", "clash", "10.96.0.21", &[("http", 80)]));
+    kube.apply(
+        Res::Services,
+        service("retail", "clash", "10.96.0.21", &[("http", 80)]),
+    );
     kube.apply(
         Res::EndpointSlices,
-        slice("retail", "clash-1", "clash", &["10.1.0.50"], &[("http", 8080)]),
+        slice(
+            "retail",
+            "clash-1",
+            "clash",
+            &["10.1.0.50"],
+            &[("http", 8080)],
+        ),
     );
     let dir = tempfile::tempdir().unwrap();
     let registry = dir.path().join("registry.d");
@@ -142,32 +159,40 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
     )
     .await
     .unwrap();
-    let mut names = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ![BILL, WEB, SHOP].iter().all(|c| names.iter().any(|n| n == c)) {
-        assert!(Instant::now() < deadline, "clusters so far: {names:?}");
-        let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(20)).await;
-        names.extend(clusters.resources.iter().map(|r| r.name.clone()));
-        agent.ack(&clusters).await;
-    }
-    agent.subscribe(type_url::ENDPOINT, &[WEB, BILL, SHOP]).await;
+    wait_clusters(&mut agent, &[BILL, WEB, SHOP], Duration::from_secs(20)).await;
+    agent
+        .subscribe(type_url::ENDPOINT, &[WEB, BILL, SHOP])
+        .await;
     wait_assignments(
         &mut agent,
-        &[(WEB, &["10.0.0.21"]), (BILL, &["10.0.0.5"]), (SHOP, &["10.1.0.1"])],
+        &[
+            (WEB, &["10.0.0.21"]),
+            (BILL, &["10.0.0.5"]),
+            (SHOP, &["10.1.0.1"]),
+        ],
     )
     .await;
 
     // An update in each source arrives.
     kube.apply(
         Res::EndpointSlices,
-        slice("retail", "shop-1", "shop", &["10.1.0.1", "10.1.0.2"], &[("http", 8080)]),
+        slice(
+            "retail",
+            "shop-1",
+            "shop",
+            &["10.1.0.1", "10.1.0.2"],
+            &[("http", 8080)],
+        ),
     );
     wait_assignments(&mut agent, &[(SHOP, &["10.1.0.1", "10.1.0.2"])]).await;
     consul.register("web", Instance::new("web-2", "10.0.0.22", 8080));
     wait_assignments(&mut agent, &[(WEB, &["10.0.0.21", "10.0.0.22"])]).await;
     std::fs::write(
         registry.join("static.yaml"),
-        STATIC.replace("- {address: 10.0.0.5}", "- {address: 10.0.0.5}\n  - {address: 10.0.0.6}"),
+        STATIC.replace(
+            "- {address: 10.0.0.5}",
+            "- {address: 10.0.0.5}\n  - {address: 10.0.0.6}",
+        ),
     )
     .unwrap();
     wait_assignments(&mut agent, &[(BILL, &["10.0.0.5", "10.0.0.6"])]).await;
@@ -181,7 +206,10 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
         &control.status_address,
     ]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("From:      kubernetes: Service retail/shop"), "{out}");
+    assert!(
+        out.contains("From:      kubernetes: Service retail/shop"),
+        "{out}"
+    );
     for ip in ["10.1.0.1", "10.1.0.2"] {
         let line = out
             .lines()
@@ -199,7 +227,10 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
         &control.status_address,
     ]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("From:      static: ServiceEntry retail/clash-override"), "{out}");
+    assert!(
+        out.contains("From:      static: ServiceEntry retail/clash-override"),
+        "{out}"
+    );
     assert!(out.contains("10.0.0.77:80"), "{out}");
     assert!(!out.contains("10.1.0.50"), "{out}");
     assert!(
@@ -219,25 +250,48 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
         assert_eq!(sample(&text, &series), Some(1.0), "{text}");
     }
     assert_eq!(
-        sample(&text, "hostmesh_control_source_services{source=\"kubernetes\"}"),
+        sample(
+            &text,
+            "hostmesh_control_source_services{source=\"kubernetes\"}"
+        ),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "hostmesh_control_source_endpoints{source=\"kubernetes\"}"),
+        sample(
+            &text,
+            "hostmesh_control_source_endpoints{source=\"kubernetes\"}"
+        ),
         Some(3.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "hostmesh_control_registry_conflicts"), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "hostmesh_control_ads_streams{mode=\"delta\"}"), Some(1.0), "{text}");
-    assert!(sample(&text, "hostmesh_control_xds_pushes_total").unwrap() >= 5.0, "{text}");
+    assert_eq!(
+        sample(&text, "hostmesh_control_registry_conflicts"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "hostmesh_control_ads_streams{mode=\"delta\"}"),
+        Some(1.0),
+        "{text}"
+    );
     assert!(
-        sample(&text, "hostmesh_control_source_last_update_timestamp_seconds{source=\"kubernetes\"}")
-            .unwrap()
+        sample(&text, "hostmesh_control_xds_pushes_total").unwrap() >= 5.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "hostmesh_control_source_last_update_timestamp_seconds{source=\"kubernetes\"}"
+        )
+        .unwrap()
             > 1.7e9,
         "{text}"
     );
-    assert!(text.contains("# TYPE hostmesh_control_source_healthy gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE hostmesh_control_source_healthy gauge"),
+        "{text}"
+    );
 
     // The API server goes away: the gauge flips, nothing is withdrawn; it comes back.
     kube.stop();
@@ -256,7 +310,8 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
     }
     let (_, out) = hostmesh(&["status", "--address", &control.status_address]);
     assert!(
-        out.lines().any(|l| l.starts_with("kubernetes ") && l.contains(" NO ")),
+        out.lines()
+            .any(|l| l.starts_with("kubernetes ") && l.contains(" NO ")),
         "{out}"
     );
     kube.resume().await;

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hostmesh_registry::model::TrustDomain;
-use hostmesh_registry::sources::kubernetes::{KubernetesSettings, KubernetesSource, KubernetesView};
+use hostmesh_registry::sources::kubernetes::{
+    KubernetesSettings, KubernetesSource, KubernetesView,
+};
 use kube::config::Kubeconfig;
 use kube_emulator::{KubeEmulator, Res, service, slice};
 use serde_json::json;
@@ -70,7 +72,10 @@ async fn wait_for(
 }
 
 fn web(emu: &KubeEmulator, ips: &[&str]) {
-    emu.apply(Res::Services, service("shop", "web", "10.96.0.10", &[("http", 80)]));
+    emu.apply(
+        Res::Services,
+        service("shop", "web", "10.96.0.10", &[("http", 80)]),
+    );
     emu.apply(
         Res::EndpointSlices,
         slice("shop", "web-1", "web", ips, &[("http", 8080)]),
@@ -83,7 +88,10 @@ const WEB: &str = "web.shop.svc.cluster.local";
 async fn first_list_then_updates_and_deletion() {
     let emu = KubeEmulator::start(true).await;
     web(&emu, &["10.1.0.1", "10.1.0.2"]);
-    emu.apply(Res::Services, service("shop", "cart", "10.96.0.11", &[("grpc", 9090)]));
+    emu.apply(
+        Res::Services,
+        service("shop", "cart", "10.96.0.11", &[("grpc", 9090)]),
+    );
     emu.apply(
         Res::ServiceEntries,
         json!({"metadata": {"name": "payments", "namespace": "shop"},
@@ -106,7 +114,12 @@ async fn first_list_then_updates_and_deletion() {
     assert_eq!(eps[WEB], ["10.1.0.1:8080", "10.1.0.2:8080"]);
     assert_eq!(eps["cart.shop.svc.cluster.local"], Vec::<String>::new());
     assert_eq!(eps["payments.example.com"], ["10.2.0.7:443"]);
-    let web_svc = v.view.services.iter().find(|s| s.hostname.as_str() == WEB).unwrap();
+    let web_svc = v
+        .view
+        .services
+        .iter()
+        .find(|s| s.hostname.as_str() == WEB)
+        .unwrap();
     assert_eq!(web_svc.addresses, ["10.96.0.10"]);
     assert_eq!(web_svc.provenance.source.as_str(), "kubernetes");
     assert_eq!(web_svc.provenance.object.as_ref(), "Service shop/web");
@@ -116,7 +129,10 @@ async fn first_list_then_updates_and_deletion() {
         .iter()
         .find(|s| s.hostname.as_str() == "payments.example.com")
         .unwrap();
-    assert_eq!(payments.provenance.object.as_ref(), "ServiceEntry shop/payments");
+    assert_eq!(
+        payments.provenance.object.as_ref(),
+        "ServiceEntry shop/payments"
+    );
     assert_eq!(
         payments.endpoints[0].provenance.object.as_ref(),
         "WorkloadEntry shop/payments-vm"
@@ -158,10 +174,16 @@ async fn first_list_then_updates_and_deletion() {
 async fn gone_lists_again_with_nothing_lost_or_doubled() {
     let emu = KubeEmulator::start(false).await;
     web(&emu, &["10.1.0.1"]);
-    emu.apply(Res::Services, service("shop", "old", "10.96.0.12", &[("http", 80)]));
+    emu.apply(
+        Res::Services,
+        service("shop", "old", "10.96.0.12", &[("http", 80)]),
+    );
     let src = source(&emu).await;
     let mut rx = src.subscribe();
-    wait_for(&mut rx, "the first list", |v| v.status.healthy && endpoints(v).len() == 2).await;
+    wait_for(&mut rx, "the first list", |v| {
+        v.status.healthy && endpoints(v).len() == 2
+    })
+    .await;
     assert_eq!(emu.lists_of(Res::Services), 1);
 
     // Changes fall between two watches, then history is compacted: the next watch gets
@@ -169,7 +191,10 @@ async fn gone_lists_again_with_nothing_lost_or_doubled() {
     emu.hold_watches(true);
     emu.close_watches();
     emu.delete(Res::Services, "shop", "old");
-    emu.apply(Res::Services, service("shop", "new", "10.96.0.13", &[("http", 80)]));
+    emu.apply(
+        Res::Services,
+        service("shop", "new", "10.96.0.13", &[("http", 80)]),
+    );
     web(&emu, &["10.1.0.1", "10.1.0.9"]);
     emu.compact();
     emu.hold_watches(false);
@@ -187,7 +212,10 @@ async fn gone_lists_again_with_nothing_lost_or_doubled() {
 
     // After the new list, watching goes on.
     emu.delete(Res::Services, "shop", "new");
-    wait_for(&mut rx, "a change after the new list", |v| endpoints(v).len() == 1).await;
+    wait_for(&mut rx, "a change after the new list", |v| {
+        endpoints(v).len() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +225,10 @@ async fn bookmarks_let_a_quiet_watch_resume_without_a_new_list() {
     web(&emu, &["10.1.0.1"]);
     let src = source(&emu).await;
     let mut rx = src.subscribe();
-    wait_for(&mut rx, "the first list", |v| v.status.healthy && endpoints(v).len() == 1).await;
+    wait_for(&mut rx, "the first list", |v| {
+        v.status.healthy && endpoints(v).len() == 1
+    })
+    .await;
     // Only slices change: the services watch hears of the new resource versions through
     // bookmarks alone.
     for i in 2..6 {
@@ -229,7 +260,10 @@ async fn bookmarks_let_a_quiet_watch_resume_without_a_new_list() {
         assert!(Instant::now() < deadline, "{:#?}", emu.requests());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    emu.apply(Res::Services, service("shop", "late", "10.96.0.14", &[("http", 80)]));
+    emu.apply(
+        Res::Services,
+        service("shop", "late", "10.96.0.14", &[("http", 80)]),
+    );
     wait_for(&mut rx, "the service added after the restart", |v| {
         endpoints(v).contains_key("late.shop.svc.cluster.local")
     })
@@ -248,7 +282,10 @@ async fn an_outage_keeps_the_last_view_and_the_source_catches_up() {
     web(&emu, &["10.1.0.1"]);
     let src = source(&emu).await;
     let mut rx = src.subscribe();
-    let before = wait_for(&mut rx, "the first list", |v| v.status.healthy && endpoints(v).len() == 1).await;
+    let before = wait_for(&mut rx, "the first list", |v| {
+        v.status.healthy && endpoints(v).len() == 1
+    })
+    .await;
 
     // Away, with nothing changed meanwhile: unhealthy, then healthy again.
     emu.stop();
@@ -256,7 +293,10 @@ async fn an_outage_keeps_the_last_view_and_the_source_catches_up() {
     assert_eq!(endpoints(&v), endpoints(&before), "last good view kept");
     assert!(v.status.last_error.is_some());
     emu.resume().await;
-    wait_for(&mut rx, "healthy again without a change", |v| v.status.healthy).await;
+    wait_for(&mut rx, "healthy again without a change", |v| {
+        v.status.healthy
+    })
+    .await;
 
     // Away while things change: caught up after.
     emu.stop();
@@ -307,8 +347,14 @@ async fn a_bad_object_is_rejected_alone() {
         .iter()
         .map(|r| (r.object.as_str(), r.reason.as_str()))
         .collect();
-    assert!(rejected["Service shop/ext"].contains("ExternalName"), "{rejected:?}");
-    assert!(rejected["ServiceEntry shop/broken"].contains("spec.ports[0].number"), "{rejected:?}");
+    assert!(
+        rejected["Service shop/ext"].contains("ExternalName"),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected["ServiceEntry shop/broken"].contains("spec.ports[0].number"),
+        "{rejected:?}"
+    );
     assert_eq!(v.status.rejected, 2);
 }
 
@@ -323,9 +369,17 @@ async fn without_istio_crds_services_still_come_and_the_source_is_healthy() {
     })
     .await;
     assert!(v.status.last_error.is_none(), "{:?}", v.status);
-    assert!(v.status.note.as_deref().unwrap_or_default().contains("not served"));
     assert!(
-        emu.requests().iter().any(|r| r.contains("/apis/networking.istio.io/v1")),
+        v.status
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not served")
+    );
+    assert!(
+        emu.requests()
+            .iter()
+            .any(|r| r.contains("/apis/networking.istio.io/v1")),
         "discovery asked: {:#?}",
         emu.requests()
     );

@@ -63,7 +63,11 @@ fn failure(code: u16, reason: &str, message: &str) -> Response<Body> {
 }
 
 fn not_found() -> Response<Body> {
-    failure(404, "NotFound", "the server could not find the requested resource")
+    failure(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 fn query(request: &Request<Incoming>) -> BTreeMap<String, String> {
@@ -236,7 +240,13 @@ async fn watch(
         None | Some("") | Some("0") => None,
         Some(rv) => match rv.parse() {
             Ok(rv) => Some(rv),
-            Err(_) => return failure(400, "BadRequest", &format!("invalid resourceVersion {rv:?}")),
+            Err(_) => {
+                return failure(
+                    400,
+                    "BadRequest",
+                    &format!("invalid resourceVersion {rv:?}"),
+                );
+            }
         },
     };
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");

@@ -347,7 +347,14 @@ mod tests {
         let ns: Vec<&str> = k.namespaces.iter().map(|n| n.as_str()).collect();
         assert_eq!(ns, ["default", "shop"]);
         assert_eq!(k.cluster_domain, "cluster.local");
-        assert!(file("listen: 0.0.0.0:1\n").unwrap().validate().unwrap().kubernetes.is_none());
+        assert!(
+            file("listen: 0.0.0.0:1\n")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .kubernetes
+                .is_none()
+        );
         let err = file(&format!(
             "kubernetes:\n  kubeconfig: {}\n  context: b\n  namespaces: [Bad_NS]\n  clusterDomain: \"a b\"\n",
             kubeconfig.display()
@@ -356,16 +363,31 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
-        assert!(err.0[0].starts_with("kubernetes.context: \"b\" is not a context of"), "{err}");
+        assert!(
+            err.0[0].starts_with("kubernetes.context: \"b\" is not a context of"),
+            "{err}"
+        );
         assert!(err.0[0].ends_with("(it has: a)"), "{err}");
-        assert!(err.0[1].starts_with("kubernetes.namespaces: \"Bad_NS\""), "{err}");
+        assert!(
+            err.0[1].starts_with("kubernetes.namespaces: \"Bad_NS\""),
+            "{err}"
+        );
         assert!(err.0[2].starts_with("kubernetes.clusterDomain:"), "{err}");
         let err = file("kubernetes:\n  kubeconfig: /nonexistent/kubeconfig\n")
             .unwrap()
             .validate()
             .unwrap_err();
-        assert!(err.0[0].starts_with("kubernetes.kubeconfig: /nonexistent/kubeconfig:"), "{err}");
-        let err = file("kubernetes:\n  namespaces: [a]\n").unwrap().validate().unwrap_err();
-        assert!(err.0[0].starts_with("kubernetes.kubeconfig: required unless inCluster"), "{err}");
+        assert!(
+            err.0[0].starts_with("kubernetes.kubeconfig: /nonexistent/kubeconfig:"),
+            "{err}"
+        );
+        let err = file("kubernetes:\n  namespaces: [a]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.0[0].starts_with("kubernetes.kubeconfig: required unless inCluster"),
+            "{err}"
+        );
     }
 }

@@ -68,7 +68,9 @@ pub fn convert(
     let object = format!("Service {ns}/{name}");
     let mut out = Converted::default();
     let built = build(service, &name, &ns, &object, cluster_domain, trust_domain);
-    let Ok((mut svc, identity, labels)) = built.map_err(|reason| out.rejected.push(reject(object.clone(), reason))) else {
+    let Ok((mut svc, identity, labels)) =
+        built.map_err(|reason| out.rejected.push(reject(object.clone(), reason)))
+    else {
         return out;
     };
     let source = SourceName::new(SourceName::KUBERNETES);
@@ -99,9 +101,15 @@ pub fn convert(
         }
     }
     endpoints.sort_by(|a, b| {
-        (a.service_port, &a.address, &a.provenance).cmp(&(b.service_port, &b.address, &b.provenance))
+        (a.service_port, &a.address, &a.provenance).cmp(&(
+            b.service_port,
+            &b.address,
+            &b.provenance,
+        ))
     });
-    endpoints.dedup_by(|a, b| a.service_port == b.service_port && a.address == b.address && a.port == b.port);
+    endpoints.dedup_by(|a, b| {
+        a.service_port == b.service_port && a.address == b.address && a.port == b.port
+    });
     svc.endpoints = endpoints;
     out.service = Some(svc);
     out
@@ -151,7 +159,10 @@ fn build(
         .map_err(|e| format!("identity: {e}"))?;
     let mut label_map: BTreeMap<String, String> =
         service.metadata.labels.clone().unwrap_or_default();
-    if annotations.get(ANNOTATION_MESHED).is_some_and(|v| v == "true") {
+    if annotations
+        .get(ANNOTATION_MESHED)
+        .is_some_and(|v| v == "true")
+    {
         label_map.insert(TLS_MODE_LABEL.to_owned(), "istio".to_owned());
     }
     let labels = Labels::new(label_map).map_err(|e| format!("metadata.labels: {e}"))?;
@@ -166,7 +177,11 @@ fn build(
         a.parse::<IpAddr>()
             .map_err(|_| format!("spec.clusterIP {a:?} is not an IP address"))?;
     }
-    let revision = service.metadata.resource_version.clone().unwrap_or_default();
+    let revision = service
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
     let origin = ObjectKey {
         kind: Kind::ServiceEntry,
         namespace: namespace.clone(),

@@ -110,13 +110,13 @@ fn config_object(kind: Kind, object: &DynamicObject) -> Result<ConfigObject, Str
         Kind::ServiceEntry => {
             let spec: ServiceEntrySpec = decode(spec)?;
             validate::service_entry(meta, &spec, &ctx)
-                .map(|se| ConfigObject::ServiceEntry(se))
+                .map(ConfigObject::ServiceEntry)
                 .map_err(join)
         }
         Kind::WorkloadEntry => {
             let spec: WorkloadEntrySpec = decode(spec)?;
             validate::workload_entry(meta, &spec, &ctx)
-                .map(|we| ConfigObject::WorkloadEntry(we))
+                .map(ConfigObject::WorkloadEntry)
                 .map_err(join)
         }
         other => Err(format!("{} is not read from Kubernetes", other.as_str())),

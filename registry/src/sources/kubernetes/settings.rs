@@ -117,8 +117,12 @@ impl RawKubernetesSettings {
                     None
                 }
                 Ok(config) => {
-                    let known: Vec<&str> = config.contexts.iter().map(|c| c.name.as_str()).collect();
-                    let wanted = self.context.as_deref().or(config.current_context.as_deref());
+                    let known: Vec<&str> =
+                        config.contexts.iter().map(|c| c.name.as_str()).collect();
+                    let wanted = self
+                        .context
+                        .as_deref()
+                        .or(config.current_context.as_deref());
                     match wanted {
                         Some(name) if known.contains(&name) => {}
                         Some(name) => err(format!(

@@ -16,11 +16,11 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Service as KubeService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
-use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -107,7 +107,12 @@ impl State {
         let mut rejected = Vec::new();
         for (key, svc) in &self.services {
             let slices = by_service.get(key).map(Vec::as_slice).unwrap_or_default();
-            let c = convert(svc, slices, &settings.cluster_domain, &settings.trust_domain);
+            let c = convert(
+                svc,
+                slices,
+                &settings.cluster_domain,
+                &settings.trust_domain,
+            );
             services.extend(c.service.map(Arc::new));
             rejected.extend(c.rejected);
         }
@@ -294,9 +299,7 @@ async fn run(shared: Arc<Shared>) {
     }
     for ns in &namespaces {
         spawn_typed::<KubeService>(&mut tasks, &shared, "services", ns, |s| &mut s.services);
-        spawn_typed::<EndpointSlice>(&mut tasks, &shared, "endpointslices", ns, |s| {
-            &mut s.slices
-        });
+        spawn_typed::<EndpointSlice>(&mut tasks, &shared, "endpointslices", ns, |s| &mut s.slices);
     }
     let resources = discover(&shared).await;
     for ns in &namespaces {
@@ -448,7 +451,10 @@ async fn discover(shared: &Arc<Shared>) -> (Option<ApiResource>, Option<ApiResou
     loop {
         match find_resources(&client).await {
             Ok(found) if found.0.is_some() || found.1.is_some() => {
-                info!(group = istio::GROUP, "Istio CRDs served; watching ServiceEntry and WorkloadEntry");
+                info!(
+                    group = istio::GROUP,
+                    "Istio CRDs served; watching ServiceEntry and WorkloadEntry"
+                );
                 return found;
             }
             Ok(_) => {

@@ -75,7 +75,11 @@ fn answer(
     if path == METRICS_PATH {
         let report = registry.map(|r| r.report.borrow().clone());
         let text = super::metrics::render(server, report.as_deref());
-        return reply(StatusCode::OK, super::metrics::CONTENT_TYPE, text.into_bytes());
+        return reply(
+            StatusCode::OK,
+            super::metrics::CONTENT_TYPE,
+            text.into_bytes(),
+        );
     }
     let body = match (registry, path.strip_prefix(SERVICES_PATH)) {
         (Some(r), _) if path == SOURCES_PATH => serde_json::to_vec_pretty(&**r.report.borrow()),

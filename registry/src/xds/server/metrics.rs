@@ -44,15 +44,39 @@ pub fn render(server: &AdsServer, report: Option<&RegistryReport>) -> String {
     if let Some(report) = report {
         type Field = fn(&crate::sources::health::SourceStatus) -> Option<f64>;
         let per_source: [(&str, &str, Field); 6] = [
-            ("hostmesh_control_source_healthy", "1 while the source reads its source of truth; its last good view stays in force otherwise.", |s| Some(f64::from(u8::from(s.healthy)))),
-            ("hostmesh_control_source_last_update_timestamp_seconds", "When the source's view last changed (Unix time).", |s| {
-                let at = humantime::parse_rfc3339(s.last_update.as_deref()?).ok()?;
-                Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
-            }),
-            ("hostmesh_control_source_services", "Services in the source's view.", |s| Some(s.services as f64)),
-            ("hostmesh_control_source_endpoints", "Endpoints in the source's view.", |s| Some(s.endpoints as f64)),
-            ("hostmesh_control_source_objects", "Config objects in the source's view.", |s| Some(s.objects as f64)),
-            ("hostmesh_control_source_rejected_objects", "Objects the source rejected, each alone.", |s| Some(s.rejected as f64)),
+            (
+                "hostmesh_control_source_healthy",
+                "1 while the source reads its source of truth; its last good view stays in force otherwise.",
+                |s| Some(f64::from(u8::from(s.healthy))),
+            ),
+            (
+                "hostmesh_control_source_last_update_timestamp_seconds",
+                "When the source's view last changed (Unix time).",
+                |s| {
+                    let at = humantime::parse_rfc3339(s.last_update.as_deref()?).ok()?;
+                    Some(at.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
+                },
+            ),
+            (
+                "hostmesh_control_source_services",
+                "Services in the source's view.",
+                |s| Some(s.services as f64),
+            ),
+            (
+                "hostmesh_control_source_endpoints",
+                "Endpoints in the source's view.",
+                |s| Some(s.endpoints as f64),
+            ),
+            (
+                "hostmesh_control_source_objects",
+                "Config objects in the source's view.",
+                |s| Some(s.objects as f64),
+            ),
+            (
+                "hostmesh_control_source_rejected_objects",
+                "Objects the source rejected, each alone.",
+                |s| Some(s.rejected as f64),
+            ),
         ];
         for (name, help, value) in per_source {
             family(&mut out, name, "gauge", help);
@@ -113,6 +137,10 @@ pub fn render(server: &AdsServer, report: Option<&RegistryReport>) -> String {
         "gauge",
         "Number of the xDS generation served.",
     );
-    let _ = writeln!(out, "hostmesh_control_xds_generation {}", server.generation());
+    let _ = writeln!(
+        out,
+        "hostmesh_control_xds_generation {}",
+        server.generation()
+    );
     out
 }

@@ -84,9 +84,15 @@ fn a_service_becomes_a_mesh_service_with_ready_endpoints() {
     );
     assert_eq!(svc.provenance.object.as_ref(), "Service shop/web");
     assert_eq!(svc.provenance.revision.as_ref(), "7");
-    assert_eq!(svc.endpoints[0].provenance.object.as_ref(), "EndpointSlice shop/web-abc");
+    assert_eq!(
+        svc.endpoints[0].provenance.object.as_ref(),
+        "EndpointSlice shop/web-abc"
+    );
     assert_eq!(svc.endpoints[0].labels.get("app"), Some("web"));
-    assert_eq!(svc.endpoints[0].labels.get("security.istio.io/tlsMode"), None);
+    assert_eq!(
+        svc.endpoints[0].labels.get("security.istio.io/tlsMode"),
+        None
+    );
     assert_eq!(
         svc.endpoints[0].identity.to_string(),
         "spiffe://cluster.local/ns/shop/sa/default"
@@ -113,14 +119,23 @@ fn annotations_set_the_identity_and_mtls() {
 #[test]
 fn bad_objects_are_rejected_alone() {
     let good = slice("web-good", json!([{"addresses": ["10.1.0.5"]}]), "IPv4");
-    let fqdn = slice("web-fqdn", json!([{"addresses": ["db.example.com"]}]), "FQDN");
+    let fqdn = slice(
+        "web-fqdn",
+        json!([{"addresses": ["db.example.com"]}]),
+        "FQDN",
+    );
     let c = convert(&service(json!({})), &[&good, &fqdn], "cluster.local", &td());
     assert_eq!(c.service.unwrap().endpoints.len(), 2);
     assert_eq!(c.rejected.len(), 1);
     assert_eq!(c.rejected[0].object, "EndpointSlice shop/web-fqdn");
-    assert!(c.rejected[0].reason.contains("FQDN"), "{}", c.rejected[0].reason);
+    assert!(
+        c.rejected[0].reason.contains("FQDN"),
+        "{}",
+        c.rejected[0].reason
+    );
 
-    let external = service(json!({"spec": {"type": "ExternalName", "externalName": "x.example.com"}}));
+    let external =
+        service(json!({"spec": {"type": "ExternalName", "externalName": "x.example.com"}}));
     let c = convert(&external, &[], "cluster.local", &td());
     assert!(c.service.is_none());
     assert_eq!(c.rejected[0].object, "Service shop/web");
@@ -128,7 +143,11 @@ fn bad_objects_are_rejected_alone() {
 
     let bad_port = service(json!({"spec": {"ports": [{"name": "x", "port": 0}]}}));
     let c = convert(&bad_port, &[], "cluster.local", &td());
-    assert!(c.rejected[0].reason.contains("spec.ports[0].port"), "{:?}", c.rejected);
+    assert!(
+        c.rejected[0].reason.contains("spec.ports[0].port"),
+        "{:?}",
+        c.rejected
+    );
 }
 
 #[test]
