@@ -293,8 +293,13 @@ async fn watch(
             }
         }
         loop {
+            // A close asked before a change is seen first: the change is not sent on this
+            // stream (a client watching again gets it, or a 410).
             let (pending, now) = {
                 let d = inner.data.lock().unwrap();
+                if close.has_changed().unwrap_or(true) {
+                    return;
+                }
                 let pending: Vec<_> = d
                     .log
                     .iter()
@@ -314,6 +319,8 @@ async fn watch(
             }
             sent = now;
             tokio::select! {
+                biased;
+                _ = close.changed() => return,
                 _ = changed.changed() => {}
                 _ = ticker.tick(), if bookmarks => {
                     let mark = json!({"kind": res.kind(), "apiVersion": res.api_version(),
@@ -323,7 +330,6 @@ async fn watch(
                     }
                     *inner.bookmarks_sent.lock().unwrap() += 1;
                 }
-                _ = close.changed() => return,
                 () = tokio::time::sleep_until(deadline) => return,
                 () = tx.closed() => return,
             }

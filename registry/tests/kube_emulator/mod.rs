@@ -312,6 +312,8 @@ impl KubeEmulator {
 
     /// Ends every open watch stream (clients watch again from their last version).
     pub fn close_watches(&self) {
+        // Under the data lock: a watch that sees a later write also sees the close.
+        let _data = self.inner.data.lock().unwrap();
         self.inner.close.send_modify(|n| *n += 1);
     }
 
