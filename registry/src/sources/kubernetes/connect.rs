@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use kube::client::ClientBuilder;
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::util::MapResponseLayer;
 
@@ -43,8 +43,6 @@ pub async fn kube_config(settings: &KubernetesSettings) -> Result<Config, Kubern
             .map_err(|e| KubernetesError::Config(format!("in-cluster credentials: {e}"))),
     }
 }
-
-use kube::config::Kubeconfig;
 
 /// A client whose 2xx answers are reported to `health` under `watch`.
 pub fn observed_client(

@@ -8,6 +8,8 @@
 //! - [`connect`]: kube's config and clients; a layer that reports the API server's answers.
 //! - [`convert`]: pure: a Service and its slices → a mesh service `<svc>.<ns>.svc.<domain>`.
 //! - [`istio`]: pure: the CRDs → validated config objects and the services they build.
+//! - [`discovery`]: whether the API server serves the Istio CRDs.
+//! - `state`: the objects each watch keeps and the view built from them (pure rebuild).
 //! - [`watch`]: the running source, publishing [`KubernetesView`]s; keeps its last good
 //!   view and reports itself unhealthy while the API server is away.
 //!
@@ -15,9 +17,11 @@
 
 pub mod connect;
 pub mod convert;
+pub mod discovery;
 pub mod error;
 pub mod istio;
 pub mod settings;
+mod state;
 pub mod watch;
 
 pub use error::KubernetesError;

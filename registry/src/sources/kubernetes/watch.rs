@@ -11,7 +11,7 @@
 //! the API server (see [`super::connect`]). A `410 Gone` is the protocol working, not an
 //! outage: it is logged and does not touch health.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,24 +28,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use super::connect::{Answered, kube_config, observed_client};
-use super::convert::{SERVICE_NAME_LABEL, convert};
+use super::discovery::find_resources;
 use super::error::KubernetesError;
-use super::istio::{self, IstioObjects};
+use super::istio;
 use super::settings::KubernetesSettings;
-use crate::merge::{Precedence, Rejection, SourceView};
-use crate::model::{ConfigObject, Kind, ObjectKey, Service, SourceName};
+pub use super::state::KubernetesView;
+use super::state::{Key, State};
 use crate::sources::backoff::Backoff;
-use crate::sources::health::{SourceStatus, now_rfc3339};
+use crate::sources::health::now_rfc3339;
 
 /// The health entry of API discovery.
 const DISCOVERY: &str = "discovery networking.istio.io";
-
-/// What the source publishes.
-#[derive(Debug, Clone)]
-pub struct KubernetesView {
-    pub view: SourceView,
-    pub status: SourceStatus,
-}
 
 /// The running source. Dropping it stops every watch.
 #[derive(Debug)]
@@ -57,127 +50,6 @@ pub struct KubernetesSource {
 impl Drop for KubernetesSource {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// (namespace, name)
-type Key = (String, String);
-
-#[derive(Debug, Default)]
-struct Built {
-    services: Vec<Arc<Service>>,
-    objects: Arc<BTreeMap<ObjectKey, ConfigObject>>,
-    rejected: Vec<Rejection>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    services: BTreeMap<Key, KubeService>,
-    slices: BTreeMap<Key, EndpointSlice>,
-    service_entries: BTreeMap<Key, DynamicObject>,
-    workload_entries: BTreeMap<Key, DynamicObject>,
-    /// Watches that have not completed their first list.
-    unsynced: BTreeSet<String>,
-    /// Watch → its last error, while it fails.
-    failing: BTreeMap<String, String>,
-    last_error: Option<(String, String)>,
-    last_update: Option<String>,
-    revision: u64,
-    crds: Option<bool>,
-    built: Built,
-}
-
-impl State {
-    fn rebuild(&mut self, settings: &KubernetesSettings) -> bool {
-        let mut by_service: BTreeMap<Key, Vec<&EndpointSlice>> = BTreeMap::new();
-        for ((ns, _), slice) in &self.slices {
-            if let Some(svc) = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            {
-                by_service
-                    .entry((ns.clone(), svc.clone()))
-                    .or_default()
-                    .push(slice);
-            }
-        }
-        let mut services = Vec::new();
-        let mut rejected = Vec::new();
-        for (key, svc) in &self.services {
-            let slices = by_service.get(key).map(Vec::as_slice).unwrap_or_default();
-            let c = convert(
-                svc,
-                slices,
-                &settings.cluster_domain,
-                &settings.trust_domain,
-            );
-            services.extend(c.service.map(Arc::new));
-            rejected.extend(c.rejected);
-        }
-        let mut istio = IstioObjects::default();
-        for o in self.service_entries.values() {
-            istio.add(Kind::ServiceEntry, o);
-        }
-        for o in self.workload_entries.values() {
-            istio.add(Kind::WorkloadEntry, o);
-        }
-        let (entries, objects) = istio.services(&settings.trust_domain);
-        services.extend(entries.into_iter().map(Arc::new));
-        rejected.extend(istio.rejected);
-        rejected.sort();
-        let changed = services != self.built.services
-            || rejected != self.built.rejected
-            || *self.built.objects != objects;
-        if changed {
-            for r in rejected.iter().filter(|r| !self.built.rejected.contains(r)) {
-                warn!(object = %r.object, reason = %r.reason, "Kubernetes object rejected");
-            }
-            self.built = Built {
-                services,
-                objects: Arc::new(objects),
-                rejected,
-            };
-            self.revision += 1;
-            self.last_update = Some(now_rfc3339());
-        }
-        changed
-    }
-
-    fn view(&self) -> KubernetesView {
-        let b = &self.built;
-        let note = match self.crds {
-            Some(false) => Some(
-                "Istio's CRDs (networking.istio.io) are not served: Services and EndpointSlices only"
-                    .to_owned(),
-            ),
-            _ => None,
-        };
-        let status = SourceStatus {
-            name: SourceName::KUBERNETES.to_owned(),
-            healthy: self.unsynced.is_empty() && self.failing.is_empty(),
-            last_error: self.last_error.as_ref().map(|(e, _)| e.clone()),
-            last_error_at: self.last_error.as_ref().map(|(_, at)| at.clone()),
-            last_update: self.last_update.clone(),
-            revision: self.revision,
-            services: b.services.len(),
-            endpoints: b.services.iter().map(|s| s.endpoints.len()).sum(),
-            objects: b.objects.len(),
-            rejected: b.rejected.len(),
-            note,
-        };
-        let view = SourceView {
-            revision: self.revision,
-            services: b.services.clone().into(),
-            objects: b.objects.clone(),
-            rejected: b.rejected.clone().into(),
-            ..SourceView::empty(
-                SourceName::new(SourceName::KUBERNETES),
-                Precedence::Kubernetes,
-            )
-        };
-        KubernetesView { view, status }
     }
 }
 
@@ -471,37 +343,4 @@ async fn discover(shared: &Arc<Shared>) -> (Option<ApiResource>, Option<ApiResou
             }
         }
     }
-}
-
-async fn find_resources(
-    client: &Client,
-) -> Result<(Option<ApiResource>, Option<ApiResource>), KubernetesError> {
-    for version in istio::VERSIONS {
-        let api_version = format!("{}/{version}", istio::GROUP);
-        match client.list_api_group_resources(&api_version).await {
-            Ok(list) => {
-                let find = |kind: &str| {
-                    list.resources
-                        .iter()
-                        .find(|r| r.kind == kind && !r.name.contains('/'))
-                        .map(|r| ApiResource {
-                            group: istio::GROUP.to_owned(),
-                            version: (*version).to_owned(),
-                            api_version: api_version.clone(),
-                            kind: kind.to_owned(),
-                            plural: r.name.clone(),
-                        })
-                };
-                return Ok((find("ServiceEntry"), find("WorkloadEntry")));
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(e) => {
-                return Err(KubernetesError::Discovery {
-                    group: api_version,
-                    reason: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok((None, None))
 }
