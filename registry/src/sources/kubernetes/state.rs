@@ -1,6 +1,5 @@
 //! The state of the running Kubernetes source: the objects each watch keeps, the health of
-//! the watches, and the view built from them ([`State::rebuild`] is pure: objects in, view
-//! out).
+//! the watches, and the view built from them (`State::rebuild`, without I/O).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
