@@ -1,6 +1,8 @@
 //! `hostmesh-agent run`: the daemon, composed here and nowhere else.
 //!
 //! Start-up, in order (each step's wait is announced with `STATUS=`):
+//! 0. on a host that never joined, the root certificate and the join token (a package that
+//!    was just installed waits here, intercepting nothing);
 //! 1. the control server's address, the trust anchor, this host's certificate
 //!    ([`crate::identity`]: stored, or with the join token);
 //! 2. the ADS client, and the first complete config: from the control server, or — when it
@@ -90,6 +92,13 @@ pub enum AppError {
 pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     let notifier = Notifier;
     log_effective(&config);
+    identity::wait_for_enrolment(
+        &config.state_dir,
+        &config.root_cert_path,
+        &config.join_token_path,
+        &notifier,
+    )
+    .await;
     let control = resolve_control(&config, &notifier).await;
     let bundle = trust_bundle(&config)?;
     let control_id = SpiffeId::new(

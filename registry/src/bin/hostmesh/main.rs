@@ -54,6 +54,9 @@ enum Command {
     /// Build a small mesh on this machine (network namespaces; needs root) and show a request
     /// from `front` to `bill-service` answered by v1 and v2 over mutual TLS.
     Demo(demo::DemoArgs),
+    /// Write man pages and shell completions under DIR (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         }),
+        Command::GenerateDocs { dir } => {
+            hostmesh_ca::cli_docs::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the docs under {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Describe(Describe::Service { host, address }) => {
             print!("{}", describe::render(&describe::fetch(&address, &host)?));
             Ok(ExitCode::SUCCESS)
