@@ -3,8 +3,10 @@
 //!
 //! - [`static_files`]: a folder of Istio YAML documents, hot-reloaded.
 //! - [`consul`]: Consul services and their healthy instances (blocking queries).
+//! - [`auto_registration`]: agents that join a `WorkloadGroup` while connected.
 //! - [`health`]: the status every source reports (healthy, last error, last update).
 
+pub mod auto_registration;
 pub mod consul;
 pub mod health;
 pub mod static_files;

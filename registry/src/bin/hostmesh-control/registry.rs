@@ -1,5 +1,5 @@
-//! The registry as `hostmesh-control run` composes it: the static folder and (when
-//! configured) Consul, merged into one snapshot stream for the ADS server, and the report
+//! The registry as `hostmesh-control run` composes it: the static folder, (when
+//! configured) Consul and the auto-registered workloads, merged into one snapshot stream for the ADS server, and the report
 //! (per-source health, conflicts, rejections) for the status API.
 //!
 //! A new snapshot (and version) is made only when a source's contents changed; health
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use hostmesh_registry::merge::{MergeOutcome, Precedence, Rejection, SourceView, merge};
 use hostmesh_registry::model::{Snapshot, SourceName};
+use hostmesh_registry::sources::auto_registration::AutoRegistrationView;
 use hostmesh_registry::sources::consul::ConsulView;
 use hostmesh_registry::sources::health::{RegistryReport, SourceStatus, now_rfc3339};
 use hostmesh_registry::sources::static_files::StaticView;
@@ -56,6 +57,7 @@ fn static_status(v: &SourceView, last_update: &str) -> SourceStatus {
 struct Merger {
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
+    auto: watch::Receiver<AutoRegistrationView>,
     version: u64,
     /// The revisions of the views last merged.
     merged: Vec<u64>,
@@ -74,6 +76,8 @@ impl Merger {
         if let Some(c) = &consul {
             views.push(c.view.clone());
         }
+        let auto = self.auto.borrow_and_update().clone();
+        views.push(auto.view.clone());
         let revisions: Vec<u64> = views.iter().map(|v| v.revision).collect();
         let mut snapshot = None;
         if self.last.is_none() || revisions != self.merged {
@@ -82,6 +86,13 @@ impl Merger {
             }
             self.version += 1;
             let outcome = merge(self.version, &views);
+            for r in outcome
+                .rejected
+                .iter()
+                .filter(|r| r.source == SourceName::AUTO_REGISTRATION)
+            {
+                warn!(object = %r.object, reason = %r.reason, "auto-registration refused");
+            }
             for c in &outcome.conflicts {
                 warn!(kind = ?c.kind, subject = %c.subject, winner = %c.winner_source, loser = %c.loser_source, detail = %c.detail, "registry conflict");
             }
@@ -100,6 +111,7 @@ impl Merger {
         if let Some(c) = consul {
             sources.push(c.status);
         }
+        sources.push(auto.status);
         let (conflicts, rejected) = self
             .last
             .as_ref()
@@ -119,6 +131,7 @@ impl Merger {
 pub fn start(
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
+    auto: watch::Receiver<AutoRegistrationView>,
 ) -> (
     watch::Receiver<Snapshot>,
     watch::Receiver<Arc<RegistryReport>>,
@@ -126,6 +139,7 @@ pub fn start(
     let mut merger = Merger {
         statics,
         consul,
+        auto,
         version: 0,
         merged: Vec::new(),
         static_updated: now_rfc3339(),
@@ -136,12 +150,16 @@ pub fn start(
     let (report_tx, report_rx) = watch::channel(Arc::new(report));
     tokio::spawn(async move {
         loop {
-            let changed = match merger.consul.as_mut() {
-                Some(consul) => tokio::select! {
-                    r = merger.statics.changed() => r.is_ok(),
-                    r = consul.changed() => r.is_ok(),
-                },
-                None => merger.statics.changed().await.is_ok(),
+            let consul_changed = async {
+                match merger.consul.as_mut() {
+                    Some(consul) => consul.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let changed = tokio::select! {
+                r = merger.statics.changed() => r.is_ok(),
+                r = merger.auto.changed() => r.is_ok(),
+                ok = consul_changed => ok,
             };
             if !changed {
                 break;
