@@ -83,6 +83,17 @@ impl Control {
     /// `ca init`, the registry folder with `registry` as `mesh.yaml`, and the server, ready
     /// when both ports accept.
     pub fn start(lab: &Lab, bins: &Binaries, registry: &str) -> Result<Self> {
+        Self::start_with_settings(lab, bins, registry, "")
+    }
+
+    /// [`Control::start`] with more `control.yaml` lines, appended as written (top-level
+    /// keys, e.g. `autoRegistration: {gracePeriod: 5s}`).
+    pub fn start_with_settings(
+        lab: &Lab,
+        bins: &Binaries,
+        registry: &str,
+        extra_settings: &str,
+    ) -> Result<Self> {
         let dir = lab.subdir("control")?;
         netns::run(
             std::process::Command::new(&bins.control)
@@ -98,7 +109,7 @@ impl Control {
             dir.join("ca").display(),
             dir.join("state").display(),
             registry_dir.display(),
-        );
+        ) + extra_settings;
         write(&dir.join("control.yaml"), &settings)?;
         let mut control = Self {
             bin: bins.control.clone(),
