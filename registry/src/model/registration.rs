@@ -43,7 +43,8 @@ pub enum RegistrationError {
     ServiceAccount {
         group: ObjectKey,
         expected: String,
-        identity: Identity,
+        /// The certificate's SPIFFE ID.
+        identity: String,
     },
 }
 
@@ -112,7 +113,7 @@ impl Registration {
             return Err(RegistrationError::ServiceAccount {
                 group: self.group.clone(),
                 expected: account.as_str().to_owned(),
-                identity: self.identity.clone(),
+                identity: self.identity.to_string(),
             });
         }
         Ok(WorkloadEntry {

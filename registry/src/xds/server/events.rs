@@ -11,8 +11,13 @@ use crate::xds::NodeInfo;
 /// connection number, however the stream ends.
 #[derive(Debug, Clone)]
 pub enum StreamEvent {
-    Connected { connection: u64, node: NodeInfo },
-    Disconnected { connection: u64 },
+    Connected {
+        connection: u64,
+        node: Box<NodeInfo>,
+    },
+    Disconnected {
+        connection: u64,
+    },
 }
 
 /// Sends `Disconnected` when dropped: held by the stream's task, so that a stream ending in
@@ -33,7 +38,7 @@ impl ConnectedGuard {
         let events = events.filter(|tx| {
             tx.send(StreamEvent::Connected {
                 connection,
-                node: node.clone(),
+                node: Box::new(node.clone()),
             })
             .is_ok()
         });

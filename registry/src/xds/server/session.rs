@@ -42,6 +42,8 @@ pub struct Context {
     pub view: NodeView,
     pub status: StatusEntry,
     nonces: u64,
+    /// Reports the end of the stream when the context goes.
+    _connected: ConnectedGuard,
 }
 
 impl Context {
@@ -147,6 +149,7 @@ where
         view: NodeView::new(generation, &own),
         status,
         nonces: 0,
+        _connected: guard,
     };
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(serve::<P>(
@@ -157,7 +160,6 @@ where
         generations,
         tx,
         address,
-        guard,
     ));
     Ok(Response::new(ReceiverStream::new(rx)))
 }
@@ -170,7 +172,6 @@ async fn serve<P: Protocol>(
     mut generations: watch::Receiver<Arc<Generation>>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     address: Option<SocketAddr>,
-    guard: ConnectedGuard,
 ) where
     P::Request: prost::Message + Default,
 {
@@ -219,5 +220,4 @@ async fn serve<P: Protocol>(
         }
     };
     info!(connection = ctx.connection, node = %ctx.node.id, identity = %ctx.node.identity, address = ?address, %reason, "ADS stream disconnected");
-    drop(guard);
 }

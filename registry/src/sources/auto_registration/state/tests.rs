@@ -25,6 +25,7 @@ fn node(ip: &str, group: Option<&str>) -> NodeInfo {
 }
 
 fn connect(r: &mut Registry, connection: u64, node: NodeInfo, now: Instant) -> bool {
+    let node = Box::new(node);
     r.apply(StreamEvent::Connected { connection, node }, now)
 }
 
