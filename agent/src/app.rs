@@ -1,6 +1,8 @@
 //! `hostmesh-agent run`: the daemon, composed here and nowhere else.
 //!
 //! Start-up, in order (each step's wait is announced with `STATUS=`):
+//! 0. on a host that never joined, the root certificate and the join token (a package that
+//!    was just installed waits here, intercepting nothing);
 //! 1. the control server's address, the trust anchor, this host's certificate
 //!    ([`crate::identity`]: stored, or with the join token);
 //! 2. the ADS client, and the first complete config: from the control server, or — when it
@@ -90,6 +92,13 @@ pub enum AppError {
 pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     let notifier = Notifier;
     log_effective(&config);
+    identity::wait_for_enrolment(
+        &config.state_dir,
+        &config.root_cert_path,
+        &config.join_token_path,
+        &notifier,
+    )
+    .await;
     let control = resolve_control(&config, &notifier).await;
     let bundle = trust_bundle(&config)?;
     let control_id = SpiffeId::new(
@@ -184,6 +193,10 @@ pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     });
     serve_pages(&config, &view, &drain_watcher).await?;
 
+    // From here on a stop must run the shutdown below (which removes the table), even when it
+    // arrives right after READY, before the select waits for it: catch the signals now.
+    let mut stop = StopSignals::install().map_err(AppError::Signal)?;
+
     // Interception, then DNS.
     let interception = install_interception(&config, control, &notifier).await?;
     let dns = start_dns(&config, &store, xds.names.clone()).await?;
@@ -212,7 +225,7 @@ pub async fn run(config: AgentConfig, log: LogControl) -> Result<(), AppError> {
     let renewal = tokio::spawn(keeper.run());
 
     let outcome = tokio::select! {
-        signal = terminated() => signal.map_err(AppError::Signal),
+        () = stop.wait() => Ok(()),
         renewal = renewal => Err(match renewal {
             Ok(e) => AppError::Renewal(e),
             Err(e) => AppError::Task(e.to_string()),
@@ -521,14 +534,26 @@ fn table_of(entries: impl Iterator<Item = (String, Vec<IpAddr>)>) -> NameTable {
     NameTable::new(valid).unwrap_or_default()
 }
 
-async fn terminated() -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// SIGTERM and SIGINT, caught from the moment this is made.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = self.int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+    }
 }
 
 async fn shutdown(

@@ -30,6 +30,37 @@ pub struct IdentityRequest<'a> {
     pub token_path: &'a Path,
 }
 
+/// How often the enrolment files are looked for on a first start.
+const ENROLMENT_POLL: Duration = Duration::from_secs(1);
+
+/// On a host that never joined (no stored certificate), waits until the operator has
+/// delivered both the mesh's root certificate and a join token, saying so in `STATUS=`.
+/// A freshly installed package therefore starts an agent that captures nothing and waits.
+pub async fn wait_for_enrolment(
+    state_dir: &Path,
+    root_cert: &Path,
+    token_path: &Path,
+    notifier: &Notifier,
+) {
+    let mut announced = false;
+    let enrolled =
+        || crate::store::has_certificate(state_dir) || (root_cert.exists() && token_path.exists());
+    while !enrolled() {
+        if !announced {
+            let status = format!(
+                "waiting for enrolment: the mesh root certificate at {} and a join token at {} \
+                 (hostmesh-control token create), nothing is intercepted until then",
+                root_cert.display(),
+                token_path.display()
+            );
+            tracing::warn!(root_cert = %root_cert.display(), join_token = %token_path.display(), "not enrolled yet");
+            notifier.status(&status);
+            announced = true;
+        }
+        tokio::time::sleep(ENROLMENT_POLL).await;
+    }
+}
+
 /// Returns a keeper holding a valid certificate, or the reason there can be none.
 pub async fn obtain(
     req: IdentityRequest<'_>,

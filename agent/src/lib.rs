@@ -8,6 +8,7 @@
 //! - [`nft`]: the `inet hostmesh` interception table (build, install, remove);
 //! - [`dns`]: the DNS proxy on 127.0.0.1:15053 (mesh names from a swappable table, the rest
 //!   forwarded to the host's resolvers);
+//! - [`doctor`]: the read-only preflight report (`hostmesh-agent doctor`);
 //! - [`admin`]: the admin (15000) and health/metrics (15020) pages;
 //! - [`liveness`]: the proxy's listeners checked, the watchdog fed, fail open or closed;
 //! - [`systemd`], [`logging`], [`http`]: the edges.
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod doctor;
 pub mod http;
 pub mod identity;
 pub mod liveness;

@@ -1,5 +1,5 @@
 //! `hostmesh-agent`: the daemon systemd runs on every VM or bare-metal host (`run`), and the
-//! operator's helpers (`certificate`, `cleanup`). The daemon itself is composed in
+//! operator's helpers (`certificate`, `cleanup`, `doctor`). The daemon itself is composed in
 //! `hostmesh_agent::app`; this file parses the command line and maps errors to exit codes.
 //!
 //! Must not contain proxy logic: traffic handling lives in `hostmesh-proxy`.
@@ -27,6 +27,22 @@ enum Command {
     Certificate(certificate::CertificateArgs),
     /// Remove the agent's nftables table (`inet hostmesh`); succeeds when it is not there.
     Cleanup(CleanupArgs),
+    /// Report what interception would meet on this host (rules, Docker, firewalld, resolver,
+    /// SSH) and what would be captured or bypassed with the current settings. Changes nothing.
+    Doctor(DoctorArgs),
+    /// Write man pages and shell completions under DIR (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output folder.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    /// The settings file the agent would run with.
+    #[arg(long, env = "HOSTMESH_CONFIG", default_value = hostmesh_agent::config::DEFAULT_PATH)]
+    config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +75,11 @@ fn main() -> ExitCode {
             hostmesh_agent::nft::remove(&hostmesh_agent::nft::Nft::with_program(args.nft))
                 .map_err(anyhow::Error::from)
         }
+        Command::Doctor(args) => doctor(args),
+        Command::GenerateDocs { dir } => {
+            hostmesh_ca::cli_docs::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the docs under {}", dir.display()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +106,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?
         .block_on(hostmesh_agent::app::run(config, log))
         .map_err(anyhow::Error::from)
+}
+
+fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
+    let required = args.config.as_os_str() != hostmesh_agent::config::DEFAULT_PATH;
+    let config = hostmesh_agent::config::load_from_env(&args.config, required)
+        .context("invalid settings")?;
+    let findings =
+        hostmesh_agent::doctor::examine(&config, &hostmesh_agent::doctor::HostPaths::default());
+    print!("{}", hostmesh_agent::doctor::render(&findings));
+    Ok(())
 }
 
 fn init_plain_logs() {

@@ -152,6 +152,16 @@ fn health(host: &Host, path: &str) -> (u16, String) {
     get(host.health, path, "localhost")
 }
 
+/// A control server with the registry that points host `n`'s service at its workload.
+async fn control_for(host: &Host, n: u8) -> Control {
+    Control::start(
+        &host.pki,
+        &registry(host.vip, host.workload(n)),
+        Duration::from_secs(3600),
+    )
+    .await
+}
+
 fn through_mesh(host: &Host) -> (u16, String) {
     get(host.vip, "/", "bill-service.demo.svc.cluster.local")
 }
@@ -160,12 +170,7 @@ fn through_mesh(host: &Host) -> (u16, String) {
 async fn a_host_joins_serves_and_restarts_from_its_last_good_config() {
     let n = 1;
     let host = Host::new(n);
-    let control = Control::start(
-        &host.pki,
-        &registry(host.vip, host.workload(n)),
-        Duration::from_secs(3600),
-    )
-    .await;
+    let control = control_for(&host, n).await;
     std::fs::write(host.path("join-token"), host.pki.token("demo", "bill")).unwrap();
     let config = host.config(n, control.addr);
 
@@ -262,6 +267,37 @@ async fn a_host_joins_serves_and_restarts_from_its_last_good_config() {
     assert!(elapsed < Duration::from_secs(1), "served after {elapsed:?}");
     let (_, dump) = get(host.admin, "/config_dump", "localhost");
     assert!(dump.contains("\"source\": \"last good config\""), "{dump}");
+    assert!(agent.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_host_waits_for_enrolment_and_then_joins() {
+    let n = 3;
+    let host = Host::new(n);
+    let control = control_for(&host, n).await;
+    let config = host.config(n, control.addr);
+
+    // As after a package install: no certificate and no join token yet.
+    let mut agent = Agent::start(&config, host.dir.path());
+    let waiting = agent.wait_notification("waiting for enrolment").await;
+    assert!(
+        waiting.contains(&host.path("join-token").display().to_string()),
+        "{waiting}"
+    );
+    assert!(
+        !agent.notifications.iter().any(|n| n.contains("READY=1")),
+        "{:?}",
+        agent.notifications
+    );
+    assert!(
+        !host.path("state").join("cert-chain.pem").exists(),
+        "nothing obtained before enrolment"
+    );
+
+    std::fs::write(host.path("join-token"), host.pki.token("demo", "bill")).unwrap();
+    let ready = agent.wait_notification("READY=1").await;
+    assert!(ready.contains("from the control server"), "{ready}");
+    assert!(host.path("state").join("cert-chain.pem").exists());
     assert!(agent.terminate().success());
 }
 

@@ -9,6 +9,8 @@
 //! Must not know about xDS, registries or the proxy: it deals in keys, certificates and
 //! identities only.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 pub mod client;
 pub mod csr;
 pub mod files;

@@ -156,6 +156,14 @@ impl Control {
         Ok(())
     }
 
+    /// SIGKILL: an abrupt outage (and no wait for open streams to end).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut p) = self.process.take() {
+            p.kill9()?;
+        }
+        Ok(())
+    }
+
     /// Starts the server (again), ready when both ports accept.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
@@ -194,6 +202,8 @@ pub struct AgentSpec {
     pub workload_group: Option<String>,
     /// More `agent.yaml` lines, appended as written (top-level keys).
     pub extra_yaml: String,
+    /// Environment variables for the agent process (e.g. `WATCHDOG_USEC`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A `hostmesh-agent run` on a host: its folder holds `agent.yaml`, `join-token` and
@@ -204,6 +214,7 @@ pub struct Agent {
     host: Host,
     dir: PathBuf,
     log: PathBuf,
+    env: Vec<(String, String)>,
     process: Option<Process>,
 }
 
@@ -222,12 +233,16 @@ impl Agent {
             &dir.join("join-token"),
             &control.token(&spec.namespace, &spec.service_account)?,
         )?;
-        write(&dir.join("agent.yaml"), &agent_yaml(control, &dir, spec))?;
+        write(
+            &dir.join("agent.yaml"),
+            &agent_yaml(control, host, &dir, spec),
+        )?;
         let mut agent = Self {
             bin: bins.agent.clone(),
             host: host.clone(),
             dir,
             log: lab.log_path(&format!("agent-{}", host.name())),
+            env: spec.env.clone(),
             process: None,
         };
         agent.restart()?;
@@ -261,7 +276,8 @@ impl Agent {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let name = format!("agent-{}", self.host.name());
         let socket = self.dir.join("notify");
         let mut process = Process::spawn_notify(&name, command, &self.log, &socket)?;
@@ -295,11 +311,12 @@ impl Agent {
     }
 }
 
-fn agent_yaml(control: &Control, dir: &Path, spec: &AgentSpec) -> String {
+fn agent_yaml(control: &Control, host: &Host, dir: &Path, spec: &AgentSpec) -> String {
     let mut yaml = format!(
-        "controlAddress: {}\nnamespace: {}\nserviceAccount: {}\nstateDir: {}\n\
-         joinTokenPath: {}\nrootCertPath: {}\n",
+        "controlAddress: {}\nworkloadName: {}\nnamespace: {}\nserviceAccount: {}\n\
+         stateDir: {}\njoinTokenPath: {}\nrootCertPath: {}\n",
         control.address(),
+        host.name(),
         spec.namespace,
         spec.service_account,
         dir.join("state").display(),

@@ -145,6 +145,11 @@ impl Process {
         }
     }
 
+    /// The `NOTIFY_SOCKET` messages received so far (by [`Process::wait_notification`]).
+    pub fn notifications(&self) -> &[String] {
+        self.notify.as_ref().map_or(&[], |n| &n.received)
+    }
+
     /// Waits (bounded) for a notification containing `what` (e.g. `READY=1`), failing early
     /// when the process exits; returns it.
     pub fn wait_notification(&mut self, what: &str, bound: Duration) -> Result<String> {

@@ -103,3 +103,41 @@ fn a_control_server_and_an_agent_start() {
     assert_eq!(tables.trim(), "", "SIGTERM removes the table");
     lab.teardown();
 }
+
+/// A lab killed without teardown (Ctrl-C on a test) leaves namespaces named after its pid; the
+/// next lab with the same tag removes them, with their `/etc/netns` folders.
+#[test]
+fn a_new_lab_removes_what_a_dead_one_left_behind() {
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let stale = format!("hm-labstale-{}-0-front", dead.id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let etc = std::path::Path::new("/etc/netns").join(&stale);
+    std::fs::create_dir_all(&etc).unwrap();
+    // A namespace of a live process with the same tag stays.
+    let alive = format!("hm-labstale-{}-9-x", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &alive])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let lab = Lab::new("labstale").expect("lab (needs root, ip, nft)");
+    let listed = namespaces();
+    let _ = Command::new("ip")
+        .args(["netns", "delete", &alive])
+        .status();
+    assert!(!listed.contains(&stale), "{listed}");
+    assert!(!etc.exists());
+    assert!(
+        listed.contains(&alive),
+        "a live lab's namespace was removed: {listed}"
+    );
+    drop(lab);
+}

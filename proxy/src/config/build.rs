@@ -1,6 +1,7 @@
 //! Turns a [`ConfigSpec`] into a [`ProxyConfig`], collecting every problem on the way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
     }
 
     let mut services = HashMap::new();
+    let mut by_endpoints = Vec::new();
     for s in &spec.outbound.services {
         let at = format!("service {:?}", s.name);
         let Some(service) = service(s, &at, &clusters, &mut problems) else {
@@ -63,6 +65,16 @@ pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
                 );
             }
         }
+        if let Some(name) = &s.endpoints_of {
+            match clusters.get(name.as_str()) {
+                Some(cluster) => by_endpoints.push((s, cluster.clone(), service)),
+                None => problems.add(&at, format!("endpoint cluster {name:?} does not exist")),
+            }
+        }
+    }
+    // After every declared address, so an endpoint never takes a VIP's place.
+    for (s, cluster, service) in by_endpoints {
+        index_endpoints(&mut services, &s.addresses, &cluster, &service);
     }
 
     let mut ports = HashMap::new();
@@ -92,6 +104,23 @@ pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
         },
         inbound: InboundConfig { ports },
     })
+}
+
+/// Adds `cluster`'s endpoint IPs at the service's ports; the first claim of an `ip:port` wins.
+fn index_endpoints(
+    services: &mut HashMap<SocketAddr, Arc<Service>>,
+    addresses: &[SocketAddr],
+    cluster: &Cluster,
+    service: &Arc<Service>,
+) {
+    let ports: BTreeSet<u16> = addresses.iter().map(SocketAddr::port).collect();
+    for e in cluster.endpoints() {
+        for &port in &ports {
+            services
+                .entry(SocketAddr::new(e.address().ip(), port))
+                .or_insert_with(|| service.clone());
+        }
+    }
 }
 
 fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster> {

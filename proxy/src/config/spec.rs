@@ -68,8 +68,12 @@ pub struct OutboundSpec {
 pub struct ServiceSpec {
     /// Host name, e.g. `bill-service.demo.svc.cluster.local`.
     pub name: String,
-    /// Every `ip:port` that reaches this service: its VIPs and its endpoints' addresses.
+    /// The `ip:port`s that reach this service (its VIPs or declared addresses).
     pub addresses: Vec<SocketAddr>,
+    /// A cluster whose endpoints' IPs, at the ports of `addresses`, also reach this service
+    /// (a client that dials an endpoint directly). An `ip:port` in any service's `addresses`,
+    /// or already taken by an earlier service's endpoints, stays where it is.
+    pub endpoints_of: Option<String>,
     pub protocol: Protocol,
     pub target: TargetSpec,
 }

@@ -153,6 +153,7 @@ pub fn http_service(vip: SocketAddr, protocol: Protocol, routes: Vec<RouteSpec>)
     ServiceSpec {
         name: "bill-service.demo.svc.cluster.local".into(),
         addresses: vec![vip],
+        endpoints_of: None,
         protocol,
         target: TargetSpec::Http(RouteTableSpec {
             name: "9999".into(),
@@ -169,6 +170,7 @@ pub fn tcp_service(vip: SocketAddr, cluster: &str) -> ServiceSpec {
     ServiceSpec {
         name: "bill-tcp".into(),
         addresses: vec![vip],
+        endpoints_of: None,
         protocol: Protocol::Tcp,
         target: TargetSpec::Tcp {
             cluster: cluster.into(),

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::registered::add_registered;
 use super::view::{Conflict, ConflictKind, MergeOutcome, Rejection, SourceView};
 use crate::model::config::ServicePort;
 use crate::model::{ConfigObject, ObjectKey, Service, Snapshot};
@@ -21,6 +22,9 @@ use crate::model::{ConfigObject, ObjectKey, Service, Snapshot};
 ///   ([`ConflictKind::Object`]).
 /// - A service without ports is refused alone, as is an endpoint for a port its service
 ///   does not declare ([`Rejection`]).
+/// - Registrations (auto-registered workloads) become endpoints of the services whose
+///   `ServiceEntry` selects them; one whose group is missing or runs as another service
+///   account is refused alone (see `registered`).
 ///
 /// Services nobody changed are shared with the views, not copied.
 pub fn merge(version: u64, views: &[SourceView]) -> MergeOutcome {
@@ -31,8 +35,9 @@ pub fn merge(version: u64, views: &[SourceView]) -> MergeOutcome {
         .iter()
         .flat_map(|v| v.rejected.iter().cloned())
         .collect();
-    let objects = merge_objects(&ordered, &mut conflicts);
+    let mut objects = merge_objects(&ordered, &mut conflicts);
     let mut services = own_hosts(&ordered, &mut conflicts, &mut rejected);
+    add_registered(&ordered, &mut objects, &mut services, &mut rejected);
     settle_addresses(&mut services, &mut conflicts);
     conflicts.sort();
     rejected.sort();
@@ -48,9 +53,9 @@ pub fn merge(version: u64, views: &[SourceView]) -> MergeOutcome {
 }
 
 /// A service kept, and the rank of its view in the ordered list.
-struct Kept {
+pub(super) struct Kept {
     rank: usize,
-    service: Arc<Service>,
+    pub(super) service: Arc<Service>,
 }
 
 fn merge_objects(

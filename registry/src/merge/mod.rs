@@ -5,7 +5,7 @@
 //! combines the views into one [`Snapshot`] under one version and says what it refused
 //! and why ([`Conflict`], [`Rejection`]).
 //!
-//! # Precedence: static > Kubernetes > Consul
+//! # Precedence: static > Kubernetes > Consul > auto-registration
 //!
 //! A host name belongs to one source: the highest in this order that defines it. The
 //! static registry comes first because its files are written by an operator, for this
@@ -17,10 +17,17 @@
 //! workload identities a client verifies must come from one place, so mixing a plaintext
 //! Consul service's endpoints into an mTLS static service (say) cannot happen.
 //!
+//! Auto-registration comes last and defines no host and no object: it hands in workloads
+//! (agents connected with `AUTO_REGISTER_GROUP`) that become `WorkloadEntry`s of their
+//! group and endpoints of whichever services select them, as Istio's auto-registered
+//! entries are selected like any other. Its provenance (`auto-registration`) marks those
+//! endpoints.
+//!
 //! Owns: the precedence, ownership of host names and declared addresses, conflict
 //! reports. Must not touch: I/O, sources' state, xDS.
 
 mod combine;
+mod registered;
 mod view;
 
 pub use combine::merge;

@@ -403,3 +403,81 @@ fn the_result_does_not_depend_on_the_order_of_the_views_and_shares_services() {
         .unwrap();
     assert!(Arc::ptr_eq(only, &c.services[1]));
 }
+
+#[test]
+fn registrations_become_endpoints_of_selecting_services_or_are_refused() {
+    use crate::model::Registration;
+    use crate::model::registration::NodeClaim;
+    use crate::model::snapshot::Snapshot;
+
+    let text = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: vm, namespace: demo}\nspec:\n  hosts: [vm.demo.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 8080, name: http}]\n  workloadSelector: {labels: {app: vm}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadGroup\nmetadata: {name: vm, namespace: demo}\nspec:\n  metadata: {labels: {app: vm}}\n  template: {serviceAccount: vm, ports: {http: 9090}}\n";
+    let parsed = parse_file(Path::new("x.yaml"), text, &Context::default());
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let snap = Snapshot::build(
+        3,
+        parsed.objects.into_iter().map(|o| o.object),
+        &TrustDomain::default(),
+    );
+    let mut st = view("static", Precedence::Static, snap.services().to_vec());
+    st.objects = snap.object_map().clone();
+
+    let register = |ip: &str, group: &str, sa: &str| {
+        let identity: Identity = format!("spiffe://cluster.local/ns/demo/sa/{sa}")
+            .parse()
+            .unwrap();
+        let labels = BTreeMap::from([("version".to_owned(), "v2".to_owned())]);
+        let claim = NodeClaim {
+            group,
+            ip: ip.parse().unwrap(),
+            labels: &labels,
+            network: None,
+            locality: Some("eu/west"),
+            identity: &identity,
+            node: "n",
+        };
+        let source = SourceName::new(SourceName::AUTO_REGISTRATION);
+        Registration::new(claim, Provenance::new(source, format!("node {ip}"), 1)).unwrap()
+    };
+    let mut auto = SourceView::empty(
+        SourceName::new(SourceName::AUTO_REGISTRATION),
+        Precedence::AutoRegistration,
+    );
+    auto.registrations = vec![
+        register("10.0.0.7", "vm", "vm"),
+        register("10.0.0.8", "vm", "intruder"),
+        register("10.0.0.9", "nope", "vm"),
+    ]
+    .into();
+    let out = merge(1, &[auto, st]);
+    let vm = out
+        .snapshot
+        .services_named("vm.demo.svc.cluster.local")
+        .next()
+        .unwrap();
+    assert_eq!(vm.endpoints.len(), 1, "{:?}", vm.endpoints);
+    let e = &vm.endpoints[0];
+    assert_eq!(e.address.to_string(), "10.0.0.7");
+    assert_eq!(e.port.get(), 9090, "the template's port");
+    assert_eq!(e.labels.get("app"), Some("vm"));
+    assert_eq!(e.labels.get("version"), Some("v2"), "the node's label");
+    assert_eq!(e.locality.as_ref().unwrap().to_string(), "eu/west");
+    assert_eq!(
+        e.identity.to_string(),
+        "spiffe://cluster.local/ns/demo/sa/vm"
+    );
+    assert_eq!(e.origin.to_string(), "WorkloadEntry demo/vm-10-0-0-7");
+    assert_eq!(e.provenance.source.as_str(), "auto-registration");
+    // The entry is an object of the snapshot, as a static one would be.
+    assert!(matches!(
+        out.snapshot.object(&e.origin),
+        Some(crate::model::ConfigObject::WorkloadEntry(we)) if we.workload.service_account.is_some()
+    ));
+    let reasons: Vec<&str> = out.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "WorkloadGroup demo/nope does not exist",
+            "WorkloadGroup demo/vm runs as service account \"vm\" but the node's certificate proves spiffe://cluster.local/ns/demo/sa/intruder",
+        ]
+    );
+}

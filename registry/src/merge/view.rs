@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConfigObject, ObjectKey, Service, Snapshot, SourceName};
+use crate::model::{ConfigObject, ObjectKey, Registration, Service, Snapshot, SourceName};
 
 /// The rank of a source: lower wins. See the module documentation for the order's reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -14,6 +14,9 @@ pub enum Precedence {
     Static,
     Kubernetes,
     Consul,
+    /// Defines no host and no object, only workloads that other sources' `ServiceEntry`s
+    /// select; last, so it can never override anything.
+    AutoRegistration,
 }
 
 /// One source's full view of its part of the mesh.
@@ -29,6 +32,10 @@ pub struct SourceView {
     pub objects: Arc<BTreeMap<ObjectKey, ConfigObject>>,
     /// What the source itself refused, one entry per object, with the reason.
     pub rejected: Arc<[Rejection]>,
+    /// Workloads that registered themselves into a `WorkloadGroup`: each becomes a
+    /// `WorkloadEntry` from its group's template, selected by the `ServiceEntry`s of its
+    /// namespace whatever their source.
+    pub registrations: Arc<[Registration]>,
 }
 
 impl SourceView {
@@ -41,6 +48,7 @@ impl SourceView {
             services: Arc::from(Vec::new()),
             objects: Arc::default(),
             rejected: Arc::from(Vec::new()),
+            registrations: Arc::from(Vec::new()),
         }
     }
 }

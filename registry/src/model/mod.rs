@@ -6,6 +6,7 @@
 //! - [`validate`]: Istio's validation rules, wire shapes in, typed objects out.
 //! - [`config`]: the typed, validated objects.
 //! - [`provenance`]: where a service or endpoint came from (source, object, revision).
+//! - [`registration`]: an agent that registered itself into a `WorkloadGroup`.
 //! - [`snapshot`]: the immutable, versioned view built from a set of objects.
 //!
 //! Pure code: no I/O here.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod istio;
 pub mod protocol;
 pub mod provenance;
+pub mod registration;
 pub mod snapshot;
 pub mod types;
 pub mod validate;
@@ -21,6 +23,7 @@ pub mod validate;
 pub use config::{ConfigObject, Kind, ObjectKey};
 pub use protocol::Protocol;
 pub use provenance::{Provenance, SourceName};
+pub use registration::{Registration, RegistrationError};
 pub use snapshot::{Endpoint, Service, Snapshot};
 pub use types::{Hostname, Identity, Labels, Namespace, PortNumber, TrustDomain};
 

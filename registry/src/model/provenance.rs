@@ -5,7 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// The name of a registry source (`static`, `kubernetes`, `consul`). Cheap to clone.
+/// The name of a registry source (`static`, `kubernetes`, `consul`, `auto-registration`).
+/// Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceName(Arc<str>);
 
@@ -13,6 +14,7 @@ impl SourceName {
     pub const STATIC: &'static str = "static";
     pub const KUBERNETES: &'static str = "kubernetes";
     pub const CONSUL: &'static str = "consul";
+    pub const AUTO_REGISTRATION: &'static str = "auto-registration";
 
     pub fn new(name: &str) -> Self {
         Self(Arc::from(name))

@@ -368,7 +368,7 @@ fn services_of(
 
 /// The endpoint of a workload for one service port. Istio's port rule: the workload's port
 /// of the same name, else the service port's target port, else the service port itself.
-fn endpoint(
+pub(crate) fn endpoint(
     port: &ServicePort,
     w: &Workload,
     origin: &ObjectKey,

@@ -5,9 +5,11 @@
 //! - [`consul`]: Consul services and their healthy instances (blocking queries).
 //! - [`kubernetes`]: Services and EndpointSlices, and Istio's ServiceEntry/WorkloadEntry CRDs
 //!   when served, through the Kubernetes API's list/watch.
+//! - [`auto_registration`]: agents that join a `WorkloadGroup` while connected.
 //! - [`backoff`]: retry pauses with jitter.
 //! - [`health`]: the status every source reports (healthy, last error, last update).
 
+pub mod auto_registration;
 pub mod backoff;
 pub mod consul;
 pub mod health;

@@ -118,6 +118,10 @@ pub struct NodeInfo {
     pub workload_group: Option<String>,
     /// The workload's name (`WORKLOAD_NAME`), if given.
     pub workload_name: Option<String>,
+    /// The node's network (`NETWORK`), if given.
+    pub network: Option<String>,
+    /// The node's locality (`region[/zone[/subzone]]` from `Node.locality`), if given.
+    pub locality: Option<String>,
 }
 
 impl NodeInfo {

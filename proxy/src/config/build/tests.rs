@@ -43,6 +43,7 @@ fn http_service(name: &str, addr: &str, routes: Vec<RouteSpec>) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         addresses: vec![addr.parse().unwrap()],
+        endpoints_of: None,
         protocol: Protocol::Http1,
         target: TargetSpec::Http(RouteTableSpec {
             name: name.into(),
@@ -153,6 +154,7 @@ fn every_problem_is_reported_at_once() {
                 ServiceSpec {
                     name: "tcp".into(),
                     addresses: vec!["240.240.0.1:80".parse().unwrap()],
+                    endpoints_of: None,
                     protocol: Protocol::Http2,
                     target: TargetSpec::Tcp {
                         cluster: "ok".into(),
@@ -185,4 +187,63 @@ fn every_problem_is_reported_at_once() {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
     assert_eq!(errors.0.len(), 7, "{text}");
+}
+
+fn tcp_service(name: &str, addr: &str, cluster: &str) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        addresses: vec![addr.parse().unwrap()],
+        endpoints_of: Some(cluster.into()),
+        protocol: Protocol::Tcp,
+        target: TargetSpec::Tcp {
+            cluster: cluster.into(),
+        },
+    }
+}
+
+#[test]
+fn endpoints_reach_their_service_at_its_ports_without_taking_a_vip() {
+    let plain = UpstreamTlsSpec::Plaintext;
+    let mut b = cluster("b", "10.0.0.2:9000", plain.clone());
+    // One endpoint of b is also a (strange) VIP of a, one is shared with c.
+    b.endpoints.push(EndpointSpec {
+        address: "240.240.0.1:9000".parse().unwrap(),
+        ..b.endpoints[0].clone()
+    });
+    let c = cluster("c", "10.0.0.2:9000", plain.clone());
+    let spec = ConfigSpec {
+        clusters: vec![cluster("a", "10.0.0.1:80", plain), b, c],
+        outbound: OutboundSpec {
+            services: vec![
+                tcp_service("a", "240.240.0.1:80", "a"),
+                tcp_service("b", "240.240.0.2:80", "b"),
+                tcp_service("c", "240.240.0.3:80", "c"),
+            ],
+            unknown_destination: UnknownDestination::Refuse,
+        },
+        ..Default::default()
+    };
+    let config = ProxyConfig::build(&spec).unwrap();
+    let to = |addr: &str| {
+        config
+            .outbound()
+            .service(addr.parse().unwrap())
+            .map(|s| s.name().to_owned())
+    };
+    // Endpoints match at the service port, not at their own port.
+    assert_eq!(to("10.0.0.1:80").as_deref(), Some("a"));
+    assert_eq!(to("10.0.0.1:81"), None);
+    assert_eq!(to("10.0.0.2:9000"), None);
+    // The first service in order keeps a shared endpoint; a VIP stays with its service.
+    assert_eq!(to("10.0.0.2:80").as_deref(), Some("b"));
+    assert_eq!(to("240.240.0.1:80").as_deref(), Some("a"));
+    assert_eq!(to("240.240.0.3:80").as_deref(), Some("c"));
+
+    let mut missing = spec.clone();
+    missing.outbound.services[2].endpoints_of = Some("nope".into());
+    let text = ProxyConfig::build(&missing).unwrap_err().to_string();
+    assert!(
+        text.contains(r#"service "c": endpoint cluster "nope" does not exist"#),
+        "{text}"
+    );
 }

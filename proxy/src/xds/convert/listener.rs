@@ -1,9 +1,11 @@
 //! `Listener` → outbound services and inbound ports.
 //!
 //! Outbound (`traffic_direction: OUTBOUND`, Istio's `virtualOutbound`): each filter chain is a
-//! service, matched by `destination_port` and exact `prefix_ranges` (/32, /128); its one
-//! filter is the HTTP connection manager (routes by RDS or inline, router filter only) or a
-//! TCP proxy to one cluster. The default chain's TCP proxy says what happens to unknown
+//! service, matched by `destination_port` and exact `prefix_ranges` (/32, /128), and also by
+//! the endpoint IPs (at the same ports) of the cluster the chain is named after, so that a
+//! client dialling an endpoint directly is routed as the service; its one filter is the HTTP
+//! connection manager (routes by RDS or inline, router filter only) or a TCP proxy to one
+//! cluster. The default chain's TCP proxy says what happens to unknown
 //! destinations: an `ORIGINAL_DST` cluster passes through, a cluster without endpoints
 //! refuses.
 //!
@@ -385,11 +387,18 @@ fn same_target(a: &Target, b: &Target) -> bool {
     }
 }
 
-/// An outbound service for a chain.
-pub fn service(chain: &OutboundChain, protocol: Protocol, target: TargetSpec) -> ServiceSpec {
+/// An outbound service for a chain; `endpoints_of` names the cluster whose endpoint IPs
+/// also reach it.
+pub fn service(
+    chain: &OutboundChain,
+    endpoints_of: Option<String>,
+    protocol: Protocol,
+    target: TargetSpec,
+) -> ServiceSpec {
     ServiceSpec {
         name: chain.name.clone(),
         addresses: chain.addresses.clone(),
+        endpoints_of,
         protocol,
         target,
     }

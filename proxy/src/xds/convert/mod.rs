@@ -213,7 +213,16 @@ impl Build<'_> {
                     self.referenced.insert(c.cluster.clone());
                 }
             }
-            services.push(listener::service(chain, protocol, target));
+            // A chain named after a cluster with endpoints (Istio names both
+            // `outbound|PORT||HOST`) also matches those endpoints' IPs: the control server
+            // lists only service addresses in chains, so that moving an endpoint changes the
+            // assignment alone, not the listener every host holds.
+            let endpoints_of = matches!(
+                self.clusters.get(&chain.name),
+                Some(cluster::Converted::Endpoints(_))
+            )
+            .then(|| chain.name.clone());
+            services.push(listener::service(chain, endpoints_of, protocol, target));
         }
         OutboundSpec {
             services,

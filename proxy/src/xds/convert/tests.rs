@@ -351,6 +351,48 @@ fn the_bill_service_converts_and_validates() {
 }
 
 #[test]
+fn endpoints_of_the_chain_s_cluster_reach_the_service_without_being_in_the_listener() {
+    const ALL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
+    let mut res = bill();
+    put(&mut res, ResourceType::Cluster, pack_any(eds_cluster(ALL)));
+    put(
+        &mut res,
+        ResourceType::Endpoint,
+        pack_any(cla(ALL, &[("10.0.0.5", 9999, 1), ("10.0.0.6", 19999, 1)])),
+    );
+    let listener = outbound_listener(
+        9999,
+        &["240.240.246.3"],
+        hcm(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: "9999".into(),
+        })),
+        "PassthroughCluster",
+    );
+    put(&mut res, ResourceType::Listener, pack_any(listener));
+    let spec = convert(&res, &ctx()).unwrap().spec;
+    assert_eq!(spec.outbound.services[0].endpoints_of.as_deref(), Some(ALL));
+    let config = crate::ProxyConfig::build(&spec).unwrap();
+    let service = |a: &str| config.outbound().service(a.parse().unwrap()).is_some();
+    // The VIP, and each endpoint's IP at the service port (not at its own port).
+    assert!(service("240.240.246.3:9999"));
+    assert!(service("10.0.0.5:9999"));
+    assert!(service("10.0.0.6:9999"));
+    assert!(!service("10.0.0.6:19999"));
+    assert!(!service("10.0.0.7:9999"));
+
+    // Without an assignment for the chain's cluster, endpoints are not matched (the
+    // conversion waits for it).
+    res.remove(ResourceType::Endpoint, ALL);
+    let converted = convert(&res, &ctx()).unwrap();
+    assert!(
+        converted.pending.iter().any(|p| p.contains(ALL)),
+        "{:?}",
+        converted.pending
+    );
+}
+
+#[test]
 fn missing_assignments_and_routes_are_pending_not_errors() {
     let mut res = bill();
     res.remove(ResourceType::Endpoint, V2);

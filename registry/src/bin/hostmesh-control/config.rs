@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hostmesh_ca::TrustDomain;
+use hostmesh_registry::sources::auto_registration::DEFAULT_GRACE_PERIOD;
 use hostmesh_registry::sources::consul::ConsulSettings;
 use hostmesh_registry::sources::consul::settings::RawConsulSettings;
 use hostmesh_registry::sources::kubernetes::{KubernetesSettings, RawKubernetesSettings};
@@ -33,6 +34,16 @@ pub struct ControlConfig {
     pub consul: Option<ConsulSettings>,
     /// The Kubernetes source, when configured. Its trust domain is the CA's unless set.
     pub kubernetes: Option<KubernetesSettings>,
+    /// How long an auto-registered workload stays after its agent's stream ended.
+    pub auto_registration_grace: Duration,
+}
+
+/// `autoRegistration:` in the file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAutoRegistration {
+    /// e.g. `30s` [default: 10s].
+    pub grace_period: Option<String>,
 }
 
 /// The settings as written in the file or given as flags: text, checked by [`Settings::validate`].
@@ -77,6 +88,10 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub kubernetes: Option<RawKubernetesSettings>,
+    /// Auto-registration (file only): gracePeriod.
+    #[arg(skip)]
+    #[serde(default)]
+    pub auto_registration: Option<RawAutoRegistration>,
 }
 
 /// Every problem found, one per line.
@@ -134,6 +149,7 @@ impl Settings {
                 (Some(over), Some(base)) => Some(over.over(base)),
                 (over, base) => over.or(base),
             },
+            auto_registration: self.auto_registration.or(base.auto_registration),
         }
     }
 
@@ -195,6 +211,19 @@ impl Settings {
                 OutboundPolicy::AllowAny
             }
         };
+        let grace_text = self
+            .auto_registration
+            .and_then(|a| a.grace_period)
+            .unwrap_or_else(|| humantime::format_duration(DEFAULT_GRACE_PERIOD).to_string());
+        let auto_registration_grace = match humantime::parse_duration(&grace_text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!(
+                    "autoRegistration.gracePeriod: {grace_text:?} is not a duration ({e}); use e.g. 30s"
+                ));
+                Duration::ZERO
+            }
+        };
         let consul = self.consul.and_then(|raw| {
             let td = trust_domain.clone().unwrap_or_default();
             raw.validate(&td, &mut errors)
@@ -220,6 +249,7 @@ impl Settings {
             outbound_traffic_policy,
             consul,
             kubernetes,
+            auto_registration_grace,
         })
     }
 }
@@ -256,6 +286,28 @@ mod tests {
         assert_eq!(config.max_cert_ttl, Duration::from_secs(7200));
         assert_eq!(config.status_listen, "0.0.0.0:15014".parse().unwrap());
         assert_eq!(config.outbound_traffic_policy, OutboundPolicy::AllowAny);
+        assert_eq!(config.auto_registration_grace, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn auto_registration_grace_period_is_read_and_checked() {
+        let config = file("autoRegistration:\n  gracePeriod: 30s\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.auto_registration_grace, Duration::from_secs(30));
+        let err = file("autoRegistration:\n  gracePeriod: soon\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.0[0].starts_with("autoRegistration.gracePeriod: \"soon\""),
+            "{err}"
+        );
+        let err = file("autoRegistration:\n  grace: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `grace`"), "{err}");
     }
 
     #[test]

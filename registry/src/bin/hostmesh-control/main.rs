@@ -37,6 +37,9 @@ enum Command {
     /// Manage join tokens.
     #[command(subcommand)]
     Token(ca_cmd::TokenCommand),
+    /// Write man pages and shell completions under DIR (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 /// Where the control server keeps its state.
@@ -67,6 +70,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Ca(cmd) => ca_cmd::ca(cmd),
         Command::Token(cmd) => ca_cmd::token(cmd),
+        Command::GenerateDocs { dir } => {
+            hostmesh_ca::cli_docs::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|e| anyhow::anyhow!("writing the docs under {}: {e}", dir.display()))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! The registry as `hostmesh-control run` composes it: the static folder and (when
-//! configured) Kubernetes and Consul, merged into one snapshot stream for the ADS server, and the report
+//! The registry as `hostmesh-control run` composes it: the static folder, (when configured)
+//! Kubernetes and Consul, and the auto-registered workloads, merged into one snapshot stream
+//! for the ADS server, and the report
 //! (per-source health, conflicts, rejections) for the status API.
 //!
 //! A new snapshot (and version) is made only when a source's contents changed; health
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use hostmesh_registry::merge::{MergeOutcome, Precedence, Rejection, SourceView, merge};
 use hostmesh_registry::model::{Snapshot, SourceName};
+use hostmesh_registry::sources::auto_registration::AutoRegistrationView;
 use hostmesh_registry::sources::consul::ConsulView;
 use hostmesh_registry::sources::health::{RegistryReport, SourceStatus, now_rfc3339};
 use hostmesh_registry::sources::kubernetes::KubernetesView;
@@ -58,6 +60,7 @@ struct Merger {
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
     kubernetes: Option<watch::Receiver<KubernetesView>>,
+    auto: watch::Receiver<AutoRegistrationView>,
     version: u64,
     /// The revisions of the views last merged.
     merged: Vec<u64>,
@@ -83,6 +86,8 @@ impl Merger {
         if let Some(c) = &consul {
             views.push(c.view.clone());
         }
+        let auto = self.auto.borrow_and_update().clone();
+        views.push(auto.view.clone());
         let revisions: Vec<u64> = views.iter().map(|v| v.revision).collect();
         let mut snapshot = None;
         if self.last.is_none() || revisions != self.merged {
@@ -91,6 +96,13 @@ impl Merger {
             }
             self.version += 1;
             let outcome = merge(self.version, &views);
+            for r in outcome
+                .rejected
+                .iter()
+                .filter(|r| r.source == SourceName::AUTO_REGISTRATION)
+            {
+                warn!(object = %r.object, reason = %r.reason, "auto-registration refused");
+            }
             for c in &outcome.conflicts {
                 warn!(kind = ?c.kind, subject = %c.subject, winner = %c.winner_source, loser = %c.loser_source, detail = %c.detail, "registry conflict");
             }
@@ -112,6 +124,7 @@ impl Merger {
         if let Some(c) = consul {
             sources.push(c.status);
         }
+        sources.push(auto.status);
         let (conflicts, rejected) = self
             .last
             .as_ref()
@@ -132,6 +145,7 @@ pub fn start(
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
     kubernetes: Option<watch::Receiver<KubernetesView>>,
+    auto: watch::Receiver<AutoRegistrationView>,
 ) -> (
     watch::Receiver<Snapshot>,
     watch::Receiver<Arc<RegistryReport>>,
@@ -140,6 +154,7 @@ pub fn start(
         statics,
         consul,
         kubernetes,
+        auto,
         version: 0,
         merged: Vec::new(),
         static_updated: now_rfc3339(),
@@ -152,6 +167,7 @@ pub fn start(
         loop {
             let changed = tokio::select! {
                 r = merger.statics.changed() => r.is_ok(),
+                r = merger.auto.changed() => r.is_ok(),
                 r = changed(merger.consul.as_mut()) => r,
                 r = changed(merger.kubernetes.as_mut()) => r,
             };

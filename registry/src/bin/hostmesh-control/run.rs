@@ -1,5 +1,5 @@
 //! `hostmesh-control run`: the registry sources (static folder; Kubernetes and Consul when
-//! configured) →
+//! configured; auto-registration fed by the ADS server's stream events) →
 //! merge → model snapshots → translation → ADS, with the certificate service on the same TLS
 //! port (15012) and the status API on 15014.
 
@@ -14,6 +14,7 @@ use hostmesh_ca::tls::{SpiffeClientVerifier, TrustBundle, server_config};
 use hostmesh_ca::token::{TokenKey, UsedTokens};
 use hostmesh_ca::{CaPaths, CertificateAuthority};
 use hostmesh_registry::model::validate::Context as ModelContext;
+use hostmesh_registry::sources::auto_registration::AutoRegistration;
 use hostmesh_registry::sources::consul::ConsulSource;
 use hostmesh_registry::sources::kubernetes::KubernetesSource;
 use hostmesh_registry::sources::static_files::StaticSource;
@@ -22,7 +23,7 @@ use hostmesh_registry::xds::server::http::{RegistryPages, serve_status};
 use hostmesh_registry::xds::{MeshTranslator, TranslatorConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::config::{ConfigErrors, ControlConfig, DEFAULT_CONFIG, Settings};
@@ -100,16 +101,19 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let (stream_events, events) = mpsc::unbounded_channel();
+    let auto_registration = AutoRegistration::start(events, args.auto_registration_grace);
     let (snapshots, report) = crate::registry::start(
         registry.subscribe(),
         consul.as_ref().map(|c| c.subscribe()),
         kubernetes.as_ref().map(|k| k.subscribe()),
+        auto_registration.subscribe(),
     );
     let pages = RegistryPages {
         report,
         snapshots: snapshots.clone(),
     };
-    let ads = AdsServer::start(Arc::new(translator), snapshots);
+    let ads = AdsServer::start_with_events(Arc::new(translator), snapshots, Some(stream_events));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -144,6 +148,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         status_listen = %args.status_listen,
         xds_generation = ads.generation(),
         outbound_traffic_policy = ?args.outbound_traffic_policy,
+        auto_registration_grace = ?args.auto_registration_grace,
         "hostmesh-control serving"
     );
     let incoming = tls_incoming(
@@ -160,6 +165,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         .context("serving")?;
     drop(consul);
     drop(kubernetes);
+    drop(auto_registration);
     info!("hostmesh-control stopped");
     Ok(())
 }

@@ -5,8 +5,10 @@
 //! document is invalid. `hostmesh status` lists the agents connected to a control server and
 //! whether each runs the config it was sent, then the registry sources' health and the
 //! merge's conflicts. `hostmesh describe service HOST` shows a merged service and where each
-//! endpoint came from. Later: `config-dump`, `demo`.
+//! endpoint came from. `hostmesh demo` (root) builds a small mesh on this machine out of
+//! network namespaces and shows a request crossing it over mutual TLS. Later: `config-dump`.
 
+mod demo;
 mod describe;
 mod status;
 
@@ -49,6 +51,12 @@ enum Command {
     /// Describe a mesh object as the control server runs it.
     #[command(subcommand)]
     Describe(Describe),
+    /// Build a small mesh on this machine (network namespaces; needs root) and show a request
+    /// from `front` to `bill-service` answered by v1 and v2 over mutual TLS.
+    Demo(demo::DemoArgs),
+    /// Write man pages and shell completions under DIR (used when packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +95,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Ok(report) = status::get(&address, SOURCES_PATH) {
                 print!("{}", status::render_sources(&report));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => Ok(if demo::run(args)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        Command::GenerateDocs { dir } => {
+            hostmesh_ca::cli_docs::write(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the docs under {}", dir.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Describe(Describe::Service { host, address }) => {

@@ -9,6 +9,7 @@
 //! - `sotw`, `delta`: the two protocols' per-stream state machines.
 //! - [`status`]: what every connected node runs (ACKed versions, last NACK).
 //! - [`http`]: the status table as JSON over HTTP (`GET /debug/connections`).
+//! - [`events`]: streams accepted and ended, for the auto-registration source.
 //!
 //! Data flow: a `watch` of model snapshots feeds one task that asks the
 //! [`Translator`] for the shared resources **once** per snapshot and publishes a
@@ -20,6 +21,7 @@
 //! claims another namespace than its certificate's is refused with `PERMISSION_DENIED`, a
 //! malformed node id or an unknown type URL with `INVALID_ARGUMENT`.
 
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -39,7 +41,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{error, info};
 
@@ -48,6 +50,7 @@ use crate::xds::Translator;
 use generation::Generation;
 use session::ResponseStream;
 
+pub use events::StreamEvent;
 pub use node::NodeError;
 pub use status::{Mode, Nack, NodeStatus, StatusTable, TypeStatus};
 
@@ -57,6 +60,7 @@ struct Shared {
     generations: watch::Sender<Arc<Generation>>,
     status: Arc<StatusTable>,
     next_connection: AtomicU64,
+    events: Option<mpsc::UnboundedSender<StreamEvent>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,9 +80,15 @@ pub struct AdsServer {
 impl AdsServer {
     /// Translates the current snapshot, then follows `snapshots` in a background task (until
     /// their sender is dropped). Must be called inside a tokio runtime.
-    pub fn start(
+    pub fn start(translator: Arc<dyn Translator>, snapshots: watch::Receiver<Snapshot>) -> Self {
+        Self::start_with_events(translator, snapshots, None)
+    }
+
+    /// [`AdsServer::start`], reporting every accepted and ended stream on `events`.
+    pub fn start_with_events(
         translator: Arc<dyn Translator>,
         mut snapshots: watch::Receiver<Snapshot>,
+        events: Option<mpsc::UnboundedSender<StreamEvent>>,
     ) -> Self {
         let snapshot = snapshots.borrow_and_update().clone();
         let first = Generation::first(snapshot.clone(), &translator.shared(&snapshot));
@@ -92,6 +102,7 @@ impl AdsServer {
             generations: watch::Sender::new(Arc::new(first)),
             status: Arc::default(),
             next_connection: AtomicU64::new(1),
+            events,
         });
         tokio::spawn(follow(shared.clone(), snapshots));
         Self { shared }

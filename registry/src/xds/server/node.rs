@@ -3,7 +3,7 @@
 //! Node ids follow Istio: `TYPE~IP~NAME.NAMESPACE~NAMESPACE.svc.DOMAIN`, where `TYPE` is
 //! `sidecar` or `router`. Metadata keys are the ones Istio's agent sends: `NAMESPACE`,
 //! `LABELS` (a struct of strings), `INSTANCE_IPS` (comma separated), `WORKLOAD_NAME`,
-//! `AUTO_REGISTER_GROUP`.
+//! `AUTO_REGISTER_GROUP`, `NETWORK`; the locality is Envoy's `Node.locality`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -154,6 +154,20 @@ fn instance_ip(meta: &Struct) -> Result<Option<IpAddr>, NodeError> {
     parsed.next().transpose()
 }
 
+/// `region/zone/subzone` of `Node.locality`, without trailing empty parts; none when empty.
+fn locality(node: &Node) -> Option<String> {
+    let l = node.locality.as_ref()?;
+    let parts = [&l.region, &l.zone, &l.sub_zone];
+    let used = parts.iter().rposition(|p| !p.is_empty())?;
+    Some(
+        parts[..=used]
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
+
 /// Checks the node a client announced against the identity it proved and returns what the
 /// server knows of it.
 pub fn node_info(node: Option<&Node>, identity: &SpiffeId) -> Result<NodeInfo, NodeError> {
@@ -184,6 +198,8 @@ pub fn node_info(node: Option<&Node>, identity: &SpiffeId) -> Result<NodeInfo, N
         labels: labels(meta)?,
         workload_group: string_field(meta, "AUTO_REGISTER_GROUP")?,
         workload_name: string_field(meta, "WORKLOAD_NAME")?,
+        network: string_field(meta, "NETWORK")?,
+        locality: locality(node),
     })
 }
 

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::events::ConnectedGuard;
 use super::generation::{Generation, NodeView};
 use super::node::node_info;
 use super::status::{Mode, StatusEntry};
@@ -139,6 +140,7 @@ where
         P::MODE,
     );
     info!(connection, node = %node.id, %identity, address = ?address, mode = ?P::MODE, "ADS stream connected");
+    let guard = ConnectedGuard::new(shared.events.as_ref(), connection, &node);
     let ctx = Context {
         connection,
         node,
@@ -155,6 +157,7 @@ where
         generations,
         tx,
         address,
+        guard,
     ));
     Ok(Response::new(ReceiverStream::new(rx)))
 }
@@ -167,6 +170,7 @@ async fn serve<P: Protocol>(
     mut generations: watch::Receiver<Arc<Generation>>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     address: Option<SocketAddr>,
+    guard: ConnectedGuard,
 ) where
     P::Request: prost::Message + Default,
 {
@@ -215,4 +219,5 @@ async fn serve<P: Protocol>(
         }
     };
     info!(connection = ctx.connection, node = %ctx.node.id, identity = %ctx.node.identity, address = ?address, %reason, "ADS stream disconnected");
+    drop(guard);
 }

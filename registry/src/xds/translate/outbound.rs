@@ -1,13 +1,20 @@
 //! The outbound listener `virtualOutbound` on `0.0.0.0:15001` (original destination
 //! restored): one filter chain per service port, matched on the destination port and the
-//! service's addresses (declared or allocated) plus its endpoints' IPs. HTTP-family ports go
-//! to the HTTP connection manager with RDS (route configuration named by the port number);
-//! the others to a TCP proxy to `outbound|PORT||HOST`. Everything else takes the default
-//! chain: `PassthroughCluster` under `ALLOW_ANY`, `BlackHoleCluster` under `REGISTRY_ONLY`.
+//! service's addresses (declared or allocated). HTTP-family ports go to the HTTP connection
+//! manager with RDS (route configuration named by the port number); the others to a TCP proxy
+//! to `outbound|PORT||HOST`. Everything else takes the default chain: `PassthroughCluster`
+//! under `ALLOW_ANY`, `BlackHoleCluster` under `REGISTRY_ONLY`.
+//!
+//! Endpoint IPs are not in the chains of a service that has an address: the proxy matches a
+//! connection to an endpoint's IP (at the service port) to the chain named after the
+//! endpoint's cluster, from the assignments it holds. So moving an endpoint changes one
+//! `ClusterLoadAssignment`, never this listener, which every node holds. Only a service port
+//! with no address at all (`NONE` resolution or a wildcard host) is matched on its endpoint
+//! IPs here.
 //!
 //! A destination (address and port) belongs to one chain only: when two services claim the
 //! same one, the first host in sorted order keeps it. A service port with nothing to match
-//! (a wildcard host without addresses, a `NONE` service without addresses) gets no chain.
+//! (no address and no endpoint IP) gets no chain.
 
 use std::collections::BTreeSet;
 
@@ -32,14 +39,14 @@ pub fn listener(view: &View<'_>) -> Listener {
         let declared = view.addresses(service);
         for port in service.ports.iter().filter(|p| p.protocol != Protocol::Udp) {
             let mut addresses = declared.clone();
-            addresses.extend(
-                service
-                    .endpoints_for(port.number)
-                    .filter_map(|e| match &e.address {
+            if addresses.is_empty() {
+                addresses.extend(service.endpoints_for(port.number).filter_map(
+                    |e| match &e.address {
                         Address::Ip(ip) => Some(ip.to_string()),
                         _ => None,
-                    }),
-            );
+                    },
+                ));
+            }
             let ranges: Vec<CidrRange> = addresses
                 .iter()
                 .filter_map(|a| cidr(a))

@@ -56,6 +56,8 @@ pub fn node(ip: &str, namespace: &str, sa: &str) -> NodeInfo {
         labels: Default::default(),
         workload_group: None,
         workload_name: None,
+        network: None,
+        locality: None,
     }
 }
 
