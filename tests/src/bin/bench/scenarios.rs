@@ -1,0 +1,248 @@
+//! The run: options, setup of the three paths, the scenarios of issue 9 in order, the report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hostmesh_tests::bench::clients::{HttpTarget, Protocol};
+use hostmesh_tests::bench::job::Job;
+use hostmesh_tests::bench::openloop::LoadReport;
+
+use crate::haproxy::{self, HaproxyPair};
+use crate::lab::Lab;
+use crate::measure::Client;
+use crate::mesh::{Binaries, Mesh};
+use crate::procs::{Supervised, rss_mib};
+use crate::report::{Machine, Report};
+use crate::topology::{HTTP1, Mode, SERVICE_HOST, Service};
+use crate::{goals, sibling, workloads};
+
+/// Options of a run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Scenarios to run (1–7, comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub scenario: Vec<u8>,
+    /// Shorter runs and fewer points (one rate, one connection count): a few minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Paths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "direct,hostmesh,haproxy")]
+    pub modes: Vec<Mode>,
+    /// Seconds per load point (default 10, 4 with --quick).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Extra unrelated services in the registry, so the proxies carry a larger route table
+    /// (the issue's 1,000-route row: `--extra-services 1000`).
+    #[arg(long, default_value_t = 0)]
+    pub extra_services: usize,
+    /// `hostmesh-control` binary (default: beside this one).
+    #[arg(long)]
+    pub control_bin: Option<PathBuf>,
+    /// `hostmesh-agent` binary (default: beside this one).
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    #[arg(long, default_value = "haproxy")]
+    pub haproxy_bin: PathBuf,
+}
+
+impl RunArgs {
+    pub fn wants(&self, scenario: u8) -> bool {
+        self.scenario.is_empty() || self.scenario.contains(&scenario)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds.unwrap_or(if self.quick { 4 } else { 10 }))
+    }
+}
+
+/// Everything running, dropped before the namespaces (field order).
+#[derive(Debug)]
+pub struct Setup {
+    pub mesh: Option<Mesh>,
+    pub haproxy: Option<HaproxyPair>,
+    pub server: Supervised,
+    pub dir: tempfile::TempDir,
+    pub lab: Lab,
+    pub modes: Vec<Mode>,
+}
+
+impl Setup {
+    /// The proxies of a path (host A's first), whose CPU and memory the report shows.
+    pub fn proxies(&self, mode: Mode) -> Vec<u32> {
+        match mode {
+            Mode::Direct => Vec::new(),
+            Mode::Hostmesh => self
+                .mesh
+                .as_ref()
+                .map(|m| vec![m.agent_a.pid(), m.agent_b.pid()])
+                .unwrap_or_default(),
+            Mode::Haproxy => self
+                .haproxy
+                .as_ref()
+                .map(|h| vec![h.a.pid(), h.b.pid()])
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client<'_>> {
+        Ok(Client {
+            lab: &self.lab,
+            exe: std::env::current_exe().context("this binary's path")?,
+        })
+    }
+}
+
+pub fn target(mode: Mode, service: Service, protocol: Protocol) -> HttpTarget {
+    HttpTarget {
+        addr: mode.address(service),
+        authority: SERVICE_HOST.to_owned(),
+        protocol,
+    }
+}
+
+fn raise_file_limit() -> anyhow::Result<()> {
+    let limit = rustix::process::Rlimit {
+        current: Some(200_000),
+        maximum: Some(200_000),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+        .context("raising the open-file limit (the harness runs as root)")
+}
+
+/// One request through `mode` until it answers (the path is up).
+fn probe(setup: &Setup, mode: Mode, timeout: Duration) -> anyhow::Result<()> {
+    let job = Job::Probe {
+        target: target(mode, HTTP1, Protocol::Http1),
+        timeout,
+    };
+    setup.client()?.run(&job, &[]).map(|_| ())
+}
+
+fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("the benchmark makes network namespaces and nftables rules: run it as root");
+    }
+    raise_file_limit()?;
+    let lab = Lab::create()?;
+    let dir = tempfile::Builder::new().prefix("hostmesh-bench-").tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut server = Lab::command(&lab.b, &exe)
+        .arg("serve")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the servers on host B")?;
+    let mut line = String::new();
+    if let Some(out) = server.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    let server = Supervised::new("servers", server);
+    let mut setup = Setup {
+        mesh: None,
+        haproxy: None,
+        server,
+        dir,
+        lab,
+        modes: Vec::new(),
+    };
+    for mode in &args.modes {
+        let started = match mode {
+            Mode::Direct => probe(&setup, Mode::Direct, Duration::from_secs(10)),
+            Mode::Haproxy => HaproxyPair::start(&setup.lab, &setup.dir.path().join("haproxy"), &args.haproxy_bin)
+                .and_then(|pair| {
+                    setup.haproxy = Some(pair);
+                    probe(&setup, Mode::Haproxy, Duration::from_secs(20))
+                }),
+            Mode::Hostmesh => {
+                let bins = Binaries {
+                    control: args.control_bin.clone().unwrap_or_else(|| sibling("hostmesh-control")),
+                    agent: args.agent_bin.clone().unwrap_or_else(|| sibling("hostmesh-agent")),
+                };
+                Mesh::start(&setup.lab, &setup.dir.path().join("mesh"), &bins, args.extra_services)
+                    .and_then(|mut mesh| {
+                        let up = mesh.wait_intercepting(&setup.lab, Duration::from_secs(60));
+                        setup.mesh = Some(mesh);
+                        up?;
+                        probe(&setup, Mode::Hostmesh, Duration::from_secs(60))
+                    })
+            }
+        };
+        match started {
+            Ok(()) => setup.modes.push(*mode),
+            Err(e) => report.error(format!("{} path not measured: {e:#}", mode.name())),
+        }
+    }
+    Ok(setup)
+}
+
+fn versions(args: &RunArgs) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    v.insert("hostmesh".into(), env!("CARGO_PKG_VERSION").to_owned());
+    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output() {
+        if out.status.success() {
+            v.insert("commit".into(), String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        }
+    }
+    v.insert(
+        "haproxy".into(),
+        haproxy::version(&args.haproxy_bin).unwrap_or_else(|| "not installed".into()),
+    );
+    v
+}
+
+/// The whole run.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut report = Report::new(Machine::detect());
+    report.versions = versions(&args);
+    report.settings.insert("quick".into(), args.quick.to_string());
+    report.settings.insert("seconds per point".into(), args.duration().as_secs().to_string());
+    report.settings.insert("extra services".into(), args.extra_services.to_string());
+    let mut setup = start(&args, &mut report)?;
+    workloads::idle_at_start(&setup, &mut report);
+    for scenario in 1..=7 {
+        if args.wants(scenario) {
+            eprintln!("bench: scenario {scenario}");
+            workloads::run(scenario, &args, &setup, &mut report);
+        }
+    }
+    if !setup.server.alive() {
+        report.error("the servers on host B exited during the run".into());
+    }
+    if let Some(mesh) = setup.mesh.as_ref() {
+        for (name, pid) in [("host A", mesh.agent_a.pid()), ("host B", mesh.agent_b.pid())] {
+            if let Some(rss) = rss_mib(pid) {
+                report.settings.insert(format!("hostmesh-agent RSS at end, {name} (MiB)"), format!("{rss:.1}"));
+            }
+        }
+    }
+    report.goals = goals::check(&report, &args);
+    let text = report.render();
+    println!("{text}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(setup);
+    Ok(())
+}
+
+/// Latency and throughput rows of one load report.
+pub fn load_rows(report: &mut Report, scenario: &str, case: &str, mode: Mode, load: &LoadReport) {
+    use crate::report::Metric;
+    let rows = [
+        (Metric::lower("p50", "µs"), load.latency.p50_us),
+        (Metric::lower("p90", "µs"), load.latency.p90_us),
+        (Metric::lower("p99", "µs"), load.latency.p99_us),
+        (Metric::lower("p99.9", "µs"), load.latency.p999_us),
+        (Metric::higher("achieved", "req/s"), load.achieved_rps),
+        (Metric::lower("errors", "count"), (load.errors + load.abandoned) as f64),
+    ];
+    for (metric, value) in rows {
+        report.set(scenario, case, metric, mode, value);
+    }
+}
