@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hostmesh_tests::bench::clients::{HttpTarget, Protocol};
 use hostmesh_tests::bench::openloop::{self, LoadSpec};
 use hostmesh_tests::bench::{BODY_BYTES, servers, tcp};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
@@ -54,7 +54,10 @@ async fn open_loop_sends_exactly_the_rate_for_the_duration() {
         assert_eq!(report.errors, 0, "{protocol:?}: {report:?}");
         assert_eq!(report.latency.count, 200, "{protocol:?}: {report:?}");
         assert!(report.latency.p50_us > 0.0, "{report:?}");
-        assert!(report.latency.p50_us <= report.latency.p999_us, "{report:?}");
+        assert!(
+            report.latency.p50_us <= report.latency.p999_us,
+            "{report:?}"
+        );
     }
 
     // Closed loop: as many as go, all counted.
@@ -116,7 +119,9 @@ async fn tcp_measurements_count_what_the_servers_saw() {
     assert_eq!(rtt.count, 100);
     assert!(rtt.p50_us > 0.0);
 
-    let bulk = tcp::bulk(sink_addr, Duration::from_millis(200)).await.unwrap();
+    let bulk = tcp::bulk(sink_addr, Duration::from_millis(200))
+        .await
+        .unwrap();
     assert!(bulk.bytes >= 256 * 1024, "{bulk:?}");
     assert_eq!(bulk.bytes % (256 * 1024), 0, "whole chunks: {bulk:?}");
     assert!(bulk.gbit_per_s > 0.0);

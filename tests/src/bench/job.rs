@@ -55,7 +55,9 @@ pub enum JobError {
 /// Runs a job and returns its result as JSON.
 pub async fn run(job: Job) -> Result<serde_json::Value, JobError> {
     Ok(match job {
-        Job::Load { target, spec } => serde_json::to_value(openloop::run(Arc::new(target), spec).await)?,
+        Job::Load { target, spec } => {
+            serde_json::to_value(openloop::run(Arc::new(target), spec).await)?
+        }
         Job::EchoRtt { addr, size, count } => {
             serde_json::to_value(tcp::echo_rtt(addr, size, count).await?)?
         }

@@ -51,9 +51,18 @@ pub fn check(report: &Report, args: &RunArgs) -> Vec<Goal> {
     let idle_case = format!("{largest_idle} idle connections");
     let s7_case = "1,000 rps × 16 conn";
     let mut goals = vec![
-        goal("added p50 over direct at 1,000 rps (16 conn) ≤ 60 µs", added(report, "p50", 60.0)),
-        goal("added p99 over direct at 1,000 rps ≤ 200 µs", added(report, "p99", 200.0)),
-        goal("added p99.9 over direct at 1,000 rps ≤ 2 ms", added(report, "p99.9", 2000.0)),
+        goal(
+            "added p50 over direct at 1,000 rps (16 conn) ≤ 60 µs",
+            added(report, "p50", 60.0),
+        ),
+        goal(
+            "added p99 over direct at 1,000 rps ≤ 200 µs",
+            added(report, "p99", 200.0),
+        ),
+        goal(
+            "added p99.9 over direct at 1,000 rps ≤ 2 ms",
+            added(report, "p99.9", 2000.0),
+        ),
         goal(
             "CPU ≤ 0.05 vCPU per proxy per 1,000 rps",
             worst(report, S7, s7_case, CPU).map(|v| (format!("{v:.3} (worse proxy)"), v <= 0.05)),
@@ -76,8 +85,11 @@ pub fn check(report: &Report, args: &RunArgs) -> Vec<Goal> {
         ),
         goal(
             "new mTLS connections ≥ 2,000/s",
-            value(report.get(S5, "8 concurrent clients", "connections"), Mode::Hostmesh)
-                .map(|v| (format!("{v:.0}/s"), v >= 2000.0)),
+            value(
+                report.get(S5, "8 concurrent clients", "connections"),
+                Mode::Hostmesh,
+            )
+            .map(|v| (format!("{v:.0}/s"), v >= 2000.0)),
         ),
         goal(
             "≤ 24 KB per idle mTLS connection",
@@ -85,10 +97,18 @@ pub fn check(report: &Report, args: &RunArgs) -> Vec<Goal> {
                 report.get(S6, &idle_case, "per connection, host A's proxy"),
                 Mode::Hostmesh,
             )
-            .map(|v| (format!("{v:.1} KiB (host A, {largest_idle} connections)"), v <= 24.0)),
+            .map(|v| {
+                (
+                    format!("{v:.1} KiB (host A, {largest_idle} connections)"),
+                    v <= 24.0,
+                )
+            }),
         ),
     ];
-    goals.push(goal("better than HAProxy on every figure", versus_haproxy(report)));
+    goals.push(goal(
+        "better than HAProxy on every figure",
+        versus_haproxy(report),
+    ));
     goals
 }
 
@@ -99,8 +119,10 @@ fn versus_haproxy(report: &Report) -> Option<(String, bool)> {
         if row.metric == "errors" {
             continue;
         }
-        let (Some(m), Some(h)) = (row.values.get(&Mode::Hostmesh), row.values.get(&Mode::Haproxy))
-        else {
+        let (Some(m), Some(h)) = (
+            row.values.get(&Mode::Hostmesh),
+            row.values.get(&Mode::Haproxy),
+        ) else {
             continue;
         };
         total += 1;

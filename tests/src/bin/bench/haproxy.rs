@@ -42,13 +42,32 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// A CA and one certificate per side, `<side>.pem` = certificate + key as HAProxy wants.
 fn certificates(dir: &Path) -> anyhow::Result<()> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench-ca", "-days", "2"]);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=bench-ca",
+        "-days",
+        "2",
+    ]);
     openssl(dir, &ca)?;
     for side in ["a", "b"] {
-        let (key, csr, crt) = (format!("{side}.key"), format!("{side}.csr"), format!("{side}.crt"));
+        let (key, csr, crt) = (
+            format!("{side}.key"),
+            format!("{side}.csr"),
+            format!("{side}.crt"),
+        );
         let subject = format!("/CN=bench-{side}");
         let mut req = vec!["req"];
         req.extend(ec);
@@ -57,11 +76,23 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", &crt, "-days", "2",
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
             ],
         )?;
-        let pem = std::fs::read_to_string(dir.join(&crt))? + &std::fs::read_to_string(dir.join(&key))?;
+        let pem =
+            std::fs::read_to_string(dir.join(&crt))? + &std::fs::read_to_string(dir.join(&key))?;
         std::fs::write(dir.join(format!("{side}.pem")), pem)?;
     }
     Ok(())
@@ -123,7 +154,10 @@ fn config_b(dir: &Path) -> String {
 /// `haproxy -v`'s first line, if HAProxy is installed.
 pub fn version(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("-v").output().ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
 }
 
 impl HaproxyPair {

@@ -44,7 +44,15 @@ impl Lab {
         for (ns, dev, addr) in [(&lab.a, &va, HOST_A), (&lab.b, &vb, HOST_B)] {
             ip(&["link", "set", dev, "netns", ns])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", dev])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/{PREFIX_LEN}"),
+                "dev",
+                dev,
+            ])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         Ok(lab)

@@ -25,7 +25,10 @@ use clap::{Parser, Subcommand};
 
 /// Command line: the run's options, or one of the roles the harness starts in a namespace.
 #[derive(Debug, Parser)]
-#[command(name = "bench", about = "hostmesh benchmark: direct vs hostmesh vs HAProxy pair")]
+#[command(
+    name = "bench",
+    about = "hostmesh benchmark: direct vs hostmesh vs HAProxy pair"
+)]
 struct Cli {
     #[command(subcommand)]
     role: Option<Role>,
@@ -43,7 +46,10 @@ enum Role {
     Client { job: String },
     /// (internal) Hold N idle connections to ADDR until standard input closes.
     #[command(hide = true)]
-    Hold { addr: std::net::SocketAddr, n: usize },
+    Hold {
+        addr: std::net::SocketAddr,
+        n: usize,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -29,7 +29,10 @@ pub struct Client<'a> {
 impl Client<'_> {
     /// Runs `job` in host A; returns its JSON result and each watched pid's usage.
     pub fn run(&self, job: &Job, watch: &[u32]) -> anyhow::Result<(serde_json::Value, Vec<Usage>)> {
-        let before: Vec<f64> = watch.iter().map(|p| cpu_seconds(*p).unwrap_or(0.0)).collect();
+        let before: Vec<f64> = watch
+            .iter()
+            .map(|p| cpu_seconds(*p).unwrap_or(0.0))
+            .collect();
         let mut rss = vec![0.0f64; watch.len()];
         let child = Lab::command(&self.lab.a, &self.exe)
             .arg("client")
@@ -58,7 +61,12 @@ impl Client<'_> {
 
     /// Holds `n` idle connections to `addr` from host A, calls `during` while they are open,
     /// then closes them.
-    pub fn hold<T>(&self, addr: SocketAddr, n: usize, during: impl FnOnce() -> T) -> anyhow::Result<T> {
+    pub fn hold<T>(
+        &self,
+        addr: SocketAddr,
+        n: usize,
+        during: impl FnOnce() -> T,
+    ) -> anyhow::Result<T> {
         let mut child = Lab::command(&self.lab.a, &self.exe)
             .arg("hold")
             .arg(addr.to_string())
@@ -73,7 +81,10 @@ impl Client<'_> {
         BufReader::new(stdout).read_line(&mut line)?;
         if !line.starts_with("held") {
             let out = child.wait_with_output()?;
-            bail!("idle client: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "idle client: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let result = during();
         if let Some(mut stdin) = child.stdin.take() {

@@ -11,9 +11,7 @@ use anyhow::{Context, bail};
 
 use crate::lab::Lab;
 use crate::procs::{Supervised, wait_for};
-use crate::topology::{
-    CONTROL_PORT, HOST_A, HOST_B, SERVICE_HOST, SERVICES, unintercepted_ports,
-};
+use crate::topology::{CONTROL_PORT, HOST_A, HOST_B, SERVICE_HOST, SERVICES, unintercepted_ports};
 
 /// The real binaries the mesh runs.
 #[derive(Debug, Clone)]
@@ -97,7 +95,13 @@ spec:
     yaml
 }
 
-fn agent_yaml(dir: &Path, host: &str, account: &str, ip: std::net::Ipv4Addr, inbound: bool) -> String {
+fn agent_yaml(
+    dir: &Path,
+    host: &str,
+    account: &str,
+    ip: std::net::Ipv4Addr,
+    inbound: bool,
+) -> String {
     let inbound_ports = if inbound {
         let list: Vec<String> = SERVICES
             .iter()
@@ -137,7 +141,9 @@ impl Mesh {
         std::fs::create_dir_all(&registry)?;
         std::fs::write(registry.join("bench.yaml"), registry_yaml(extra_services))?;
         std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n")?;
-        run(Command::new(&bins.control).args(["ca", "init", "--dir"]).arg(&ca))?;
+        run(Command::new(&bins.control)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca))?;
         let control = Lab::command(&lab.a, &bins.control)
             .args(["run", "--listen", &format!("{HOST_A}:{CONTROL_PORT}")])
             .args(["--status-listen", "127.0.0.1:15014"])
@@ -162,7 +168,14 @@ impl Mesh {
             let home = dir.join(host);
             std::fs::create_dir_all(&home)?;
             let token = run(Command::new(&bins.control)
-                .args(["token", "create", "--namespace", "bench", "--service-account", account])
+                .args([
+                    "token",
+                    "create",
+                    "--namespace",
+                    "bench",
+                    "--service-account",
+                    account,
+                ])
                 .arg("--state-dir")
                 .arg(&state))?;
             std::fs::write(home.join("join-token"), token)?;

@@ -121,14 +121,7 @@ impl Report {
     }
 
     /// Sets one value, making the row on first use.
-    pub fn set(
-        &mut self,
-        scenario: &str,
-        case: &str,
-        metric: Metric,
-        mode: Mode,
-        value: f64,
-    ) {
+    pub fn set(&mut self, scenario: &str, case: &str, metric: Metric, mode: Mode, value: f64) {
         let found = self
             .rows
             .iter()
@@ -164,7 +157,10 @@ impl Report {
         let _ = writeln!(
             out,
             "machine: {} cores, {}, kernel {}, load at start {}",
-            self.machine.cores, self.machine.cpu, self.machine.kernel, self.machine.load_average_at_start
+            self.machine.cores,
+            self.machine.cpu,
+            self.machine.kernel,
+            self.machine.load_average_at_start
         );
         for (k, v) in &self.versions {
             let _ = writeln!(out, "{k}: {v}");

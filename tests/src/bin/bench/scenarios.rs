@@ -129,7 +129,9 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
     }
     raise_file_limit()?;
     let lab = Lab::create()?;
-    let dir = tempfile::Builder::new().prefix("hostmesh-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("hostmesh-bench-")
+        .tempdir()?;
     let exe = std::env::current_exe()?;
     let mut server = Lab::command(&lab.b, &exe)
         .arg("serve")
@@ -153,23 +155,38 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
     for mode in &args.modes {
         let started = match mode {
             Mode::Direct => probe(&setup, Mode::Direct, Duration::from_secs(10)),
-            Mode::Haproxy => HaproxyPair::start(&setup.lab, &setup.dir.path().join("haproxy"), &args.haproxy_bin)
-                .and_then(|pair| {
-                    setup.haproxy = Some(pair);
-                    probe(&setup, Mode::Haproxy, Duration::from_secs(20))
-                }),
+            Mode::Haproxy => HaproxyPair::start(
+                &setup.lab,
+                &setup.dir.path().join("haproxy"),
+                &args.haproxy_bin,
+            )
+            .and_then(|pair| {
+                setup.haproxy = Some(pair);
+                probe(&setup, Mode::Haproxy, Duration::from_secs(20))
+            }),
             Mode::Hostmesh => {
                 let bins = Binaries {
-                    control: args.control_bin.clone().unwrap_or_else(|| sibling("hostmesh-control")),
-                    agent: args.agent_bin.clone().unwrap_or_else(|| sibling("hostmesh-agent")),
+                    control: args
+                        .control_bin
+                        .clone()
+                        .unwrap_or_else(|| sibling("hostmesh-control")),
+                    agent: args
+                        .agent_bin
+                        .clone()
+                        .unwrap_or_else(|| sibling("hostmesh-agent")),
                 };
-                Mesh::start(&setup.lab, &setup.dir.path().join("mesh"), &bins, args.extra_services)
-                    .and_then(|mut mesh| {
-                        let up = mesh.wait_intercepting(&setup.lab, Duration::from_secs(60));
-                        setup.mesh = Some(mesh);
-                        up?;
-                        probe(&setup, Mode::Hostmesh, Duration::from_secs(60))
-                    })
+                Mesh::start(
+                    &setup.lab,
+                    &setup.dir.path().join("mesh"),
+                    &bins,
+                    args.extra_services,
+                )
+                .and_then(|mut mesh| {
+                    let up = mesh.wait_intercepting(&setup.lab, Duration::from_secs(60));
+                    setup.mesh = Some(mesh);
+                    up?;
+                    probe(&setup, Mode::Hostmesh, Duration::from_secs(60))
+                })
             }
         };
         match started {
@@ -183,9 +200,15 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
 fn versions(args: &RunArgs) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("hostmesh".into(), env!("CARGO_PKG_VERSION").to_owned());
-    if let Ok(out) = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output() {
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+    {
         if out.status.success() {
-            v.insert("commit".into(), String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            v.insert(
+                "commit".into(),
+                String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            );
         }
     }
     v.insert(
@@ -199,9 +222,16 @@ fn versions(args: &RunArgs) -> BTreeMap<String, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut report = Report::new(Machine::detect());
     report.versions = versions(&args);
-    report.settings.insert("quick".into(), args.quick.to_string());
-    report.settings.insert("seconds per point".into(), args.duration().as_secs().to_string());
-    report.settings.insert("extra services".into(), args.extra_services.to_string());
+    report
+        .settings
+        .insert("quick".into(), args.quick.to_string());
+    report.settings.insert(
+        "seconds per point".into(),
+        args.duration().as_secs().to_string(),
+    );
+    report
+        .settings
+        .insert("extra services".into(), args.extra_services.to_string());
     let mut setup = start(&args, &mut report)?;
     workloads::idle_at_start(&setup, &mut report);
     for scenario in 1..=7 {
@@ -214,9 +244,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         report.error("the servers on host B exited during the run".into());
     }
     if let Some(mesh) = setup.mesh.as_ref() {
-        for (name, pid) in [("host A", mesh.agent_a.pid()), ("host B", mesh.agent_b.pid())] {
+        for (name, pid) in [
+            ("host A", mesh.agent_a.pid()),
+            ("host B", mesh.agent_b.pid()),
+        ] {
             if let Some(rss) = rss_mib(pid) {
-                report.settings.insert(format!("hostmesh-agent RSS at end, {name} (MiB)"), format!("{rss:.1}"));
+                report.settings.insert(
+                    format!("hostmesh-agent RSS at end, {name} (MiB)"),
+                    format!("{rss:.1}"),
+                );
             }
         }
     }
@@ -240,7 +276,10 @@ pub fn load_rows(report: &mut Report, scenario: &str, case: &str, mode: Mode, lo
         (Metric::lower("p99", "µs"), load.latency.p99_us),
         (Metric::lower("p99.9", "µs"), load.latency.p999_us),
         (Metric::higher("achieved", "req/s"), load.achieved_rps),
-        (Metric::lower("errors", "count"), (load.errors + load.abandoned) as f64),
+        (
+            Metric::lower("errors", "count"),
+            (load.errors + load.abandoned) as f64,
+        ),
     ];
     for (metric, value) in rows {
         report.set(scenario, case, metric, mode, value);

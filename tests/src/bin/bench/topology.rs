@@ -156,22 +156,30 @@ pub async fn serve() -> anyhow::Result<()> {
             match service.kind {
                 Kind::Http(Protocol::Grpc) => {
                     tasks.spawn(async move {
-                        servers::serve_grpc(listener).await.map_err(anyhow::Error::from)
+                        servers::serve_grpc(listener)
+                            .await
+                            .map_err(anyhow::Error::from)
                     });
                 }
                 Kind::Http(_) => {
                     tasks.spawn(async move {
-                        servers::serve_http(listener).await.map_err(anyhow::Error::from)
+                        servers::serve_http(listener)
+                            .await
+                            .map_err(anyhow::Error::from)
                     });
                 }
                 Kind::Echo => {
                     tasks.spawn(async move {
-                        servers::serve_echo(listener).await.map_err(anyhow::Error::from)
+                        servers::serve_echo(listener)
+                            .await
+                            .map_err(anyhow::Error::from)
                     });
                 }
                 Kind::Sink => {
                     tasks.spawn(async move {
-                        servers::serve_sink(listener).await.map_err(anyhow::Error::from)
+                        servers::serve_sink(listener)
+                            .await
+                            .map_err(anyhow::Error::from)
                     });
                 }
             }

@@ -121,10 +121,34 @@ fn saturation(args: &RunArgs, setup: &Setup, report: &mut Report) {
             spec,
         },
         |report, mode, load: LoadReport, _| {
-            report.set(S2, &case, Metric::higher("throughput", "req/s"), mode, load.achieved_rps);
-            report.set(S2, &case, Metric::lower("p50", "µs"), mode, load.latency.p50_us);
-            report.set(S2, &case, Metric::lower("p99", "µs"), mode, load.latency.p99_us);
-            report.set(S2, &case, Metric::lower("errors", "count"), mode, load.errors as f64);
+            report.set(
+                S2,
+                &case,
+                Metric::higher("throughput", "req/s"),
+                mode,
+                load.achieved_rps,
+            );
+            report.set(
+                S2,
+                &case,
+                Metric::lower("p50", "µs"),
+                mode,
+                load.latency.p50_us,
+            );
+            report.set(
+                S2,
+                &case,
+                Metric::lower("p99", "µs"),
+                mode,
+                load.latency.p99_us,
+            );
+            report.set(
+                S2,
+                &case,
+                Metric::lower("errors", "count"),
+                mode,
+                load.errors as f64,
+            );
         },
     );
 }
@@ -145,7 +169,13 @@ fn tcp(args: &RunArgs, setup: &Setup, report: &mut Report) {
             |report, mode, rtt: LatencySummary, _| {
                 report.set(S4, &case, Metric::lower("RTT p50", "µs"), mode, rtt.p50_us);
                 report.set(S4, &case, Metric::lower("RTT p99", "µs"), mode, rtt.p99_us);
-                report.set(S4, &case, Metric::lower("RTT p99.9", "µs"), mode, rtt.p999_us);
+                report.set(
+                    S4,
+                    &case,
+                    Metric::lower("RTT p99.9", "µs"),
+                    mode,
+                    rtt.p999_us,
+                );
             },
         );
     }
@@ -159,7 +189,13 @@ fn tcp(args: &RunArgs, setup: &Setup, report: &mut Report) {
             duration: args.duration(),
         },
         |report, mode, bulk: BulkReport, usage| {
-            report.set(S4, case, Metric::higher("throughput", "Gbit/s"), mode, bulk.gbit_per_s);
+            report.set(
+                S4,
+                case,
+                Metric::higher("throughput", "Gbit/s"),
+                mode,
+                bulk.gbit_per_s,
+            );
             for (side, u) in SIDES.iter().zip(usage) {
                 let metric = Metric::lower(cpu_metric(side), "cores");
                 report.set(S4, case, metric, mode, u.cpu_s / bulk.seconds);
@@ -189,10 +225,34 @@ fn connections(args: &RunArgs, setup: &Setup, report: &mut Report) {
             duration: args.duration(),
         },
         |report, mode, c: ConnectReport, _| {
-            report.set(S5, &case, Metric::higher("connections", "per s"), mode, c.per_s);
-            report.set(S5, &case, Metric::lower("connect+RTT p50", "µs"), mode, c.latency.p50_us);
-            report.set(S5, &case, Metric::lower("connect+RTT p99", "µs"), mode, c.latency.p99_us);
-            report.set(S5, &case, Metric::lower("errors", "count"), mode, c.errors as f64);
+            report.set(
+                S5,
+                &case,
+                Metric::higher("connections", "per s"),
+                mode,
+                c.per_s,
+            );
+            report.set(
+                S5,
+                &case,
+                Metric::lower("connect+RTT p50", "µs"),
+                mode,
+                c.latency.p50_us,
+            );
+            report.set(
+                S5,
+                &case,
+                Metric::lower("connect+RTT p99", "µs"),
+                mode,
+                c.latency.p99_us,
+            );
+            report.set(
+                S5,
+                &case,
+                Metric::lower("errors", "count"),
+                mode,
+                c.errors as f64,
+            );
         },
     );
 }
@@ -218,7 +278,11 @@ fn rss_metric(side: &str) -> &'static str {
 }
 
 fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
-    let counts: &[usize] = if args.quick { &[0, 1000] } else { &[0, 1000, 10_000] };
+    let counts: &[usize] = if args.quick {
+        &[0, 1000]
+    } else {
+        &[0, 1000, 10_000]
+    };
     let client = match setup.client() {
         Ok(c) => c,
         Err(e) => return report.error(format!("idle: {e:#}")),
@@ -234,7 +298,10 @@ fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
             let sample = || {
                 // Let the proxies settle (handshakes done, buffers released) before reading.
                 std::thread::sleep(Duration::from_secs(1));
-                proxies.iter().map(|p| rss_mib(*p).unwrap_or(0.0)).collect::<Vec<f64>>()
+                proxies
+                    .iter()
+                    .map(|p| rss_mib(*p).unwrap_or(0.0))
+                    .collect::<Vec<f64>>()
             };
             let rss = match client.hold(mode.address(ECHO), n, sample) {
                 Ok(rss) => rss,
@@ -245,13 +312,25 @@ fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
             };
             let case = format!("{n} idle connections");
             for (side, value) in SIDES.iter().zip(&rss) {
-                report.set(S6, &case, Metric::lower(rss_metric(side), "MiB"), mode, *value);
+                report.set(
+                    S6,
+                    &case,
+                    Metric::lower(rss_metric(side), "MiB"),
+                    mode,
+                    *value,
+                );
             }
             if n == 0 {
                 baseline = rss;
             } else if let (Some(a0), Some(a)) = (baseline.first(), rss.first()) {
                 let per = (a - a0) * 1024.0 / n as f64;
-                report.set(S6, &case, Metric::lower("per connection, host A's proxy", "KiB"), mode, per);
+                report.set(
+                    S6,
+                    &case,
+                    Metric::lower("per connection, host A's proxy", "KiB"),
+                    mode,
+                    per,
+                );
             }
         }
     }
@@ -274,7 +353,13 @@ fn cpu(args: &RunArgs, setup: &Setup, report: &mut Report) {
             spec,
         },
         |report, mode, load: LoadReport, usage| {
-            report.set(S7, case, Metric::higher("achieved", "req/s"), mode, load.achieved_rps);
+            report.set(
+                S7,
+                case,
+                Metric::higher("achieved", "req/s"),
+                mode,
+                load.achieved_rps,
+            );
             let thousands = load.completed as f64 / 1000.0;
             for (side, u) in SIDES.iter().zip(usage) {
                 let name: &'static str = if *side == SIDES[0] {
@@ -283,9 +368,21 @@ fn cpu(args: &RunArgs, setup: &Setup, report: &mut Report) {
                     "CPU s per 1,000 requests, host B's proxy"
                 };
                 if thousands > 0.0 {
-                    report.set(S7, case, Metric::lower(name, "s"), mode, u.cpu_s / thousands);
+                    report.set(
+                        S7,
+                        case,
+                        Metric::lower(name, "s"),
+                        mode,
+                        u.cpu_s / thousands,
+                    );
                 }
-                report.set(S7, case, Metric::lower(rss_metric(side), "MiB"), mode, u.rss_max_mib);
+                report.set(
+                    S7,
+                    case,
+                    Metric::lower(rss_metric(side), "MiB"),
+                    mode,
+                    u.rss_max_mib,
+                );
             }
         },
     );
