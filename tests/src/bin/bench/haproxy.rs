@@ -10,17 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+use hostmesh_lab::{Host, Lab, Process};
 use hostmesh_tests::bench::clients::Protocol;
 
-use crate::lab::Lab;
-use crate::procs::Supervised;
 use crate::topology::{HOST_B, Kind, SERVICES};
 
 /// Both HAProxies.
 #[derive(Debug)]
 pub struct HaproxyPair {
-    pub a: Supervised,
-    pub b: Supervised,
+    pub a: Process,
+    pub b: Process,
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -98,11 +97,19 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const GLOBAL: &str = "global\n  maxconn 40000\n  log stderr format raw local0 err\n\
-defaults\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n  option dontlognull\n\n";
+/// `global` and `defaults`; `maxconn` is what the open-file limit allows (two descriptors per
+/// proxied connection).
+fn global(file_limit: u64) -> String {
+    let maxconn = file_limit.saturating_sub(100) / 2;
+    format!(
+        "global\n  maxconn {maxconn}\n  log stderr format raw local0 err\n\
+         defaults\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n\
+         \x20 option dontlognull\n\n"
+    )
+}
 
-fn config_a(dir: &Path) -> String {
-    let mut cfg = GLOBAL.to_owned();
+fn config_a(dir: &Path, file_limit: u64) -> String {
+    let mut cfg = global(file_limit);
     let tls = format!(
         "ssl crt {} ca-file {} verify required",
         dir.join("a.pem").display(),
@@ -126,8 +133,8 @@ fn config_a(dir: &Path) -> String {
     cfg
 }
 
-fn config_b(dir: &Path) -> String {
-    let mut cfg = GLOBAL.to_owned();
+fn config_b(dir: &Path, file_limit: u64) -> String {
+    let mut cfg = global(file_limit);
     let tls = format!(
         "ssl crt {} ca-file {} verify required",
         dir.join("b.pem").display(),
@@ -161,23 +168,29 @@ pub fn version(bin: &Path) -> Option<String> {
 }
 
 impl HaproxyPair {
-    pub fn start(lab: &Lab, dir: &Path, bin: &Path) -> anyhow::Result<HaproxyPair> {
-        std::fs::create_dir_all(dir)?;
+    pub fn start(
+        lab: &Lab,
+        hosts: [&Host; 2],
+        bin: &Path,
+        file_limit: u64,
+    ) -> anyhow::Result<HaproxyPair> {
+        let dir = lab.subdir("haproxy")?;
+        let dir = dir.as_path();
         certificates(dir)?;
         let mut started = Vec::new();
-        for (side, ns, cfg) in [("a", &lab.a, config_a(dir)), ("b", &lab.b, config_b(dir))] {
+        for (side, host, cfg) in [
+            ("a", hosts[0], config_a(dir, file_limit)),
+            ("b", hosts[1], config_b(dir, file_limit)),
+        ] {
             let path: PathBuf = dir.join(format!("haproxy-{side}.cfg"));
             std::fs::write(&path, cfg)?;
             run_check(bin, &path)?;
-            let child = Lab::command(ns, bin)
-                .arg("-db")
-                .arg("-f")
-                .arg(&path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
+            let path = path.to_str().context("a UTF-8 temporary folder")?;
+            let name = format!("haproxy-{side}");
+            let process = lab
+                .spawn(host.netns(), &name, bin, &["-db", "-f", path])
                 .context("starting haproxy (apt-get install haproxy)")?;
-            started.push(Supervised::new(format!("haproxy ({side})"), child));
+            started.push(process);
         }
         let b = started.pop().context("two haproxies")?;
         let a = started.pop().context("two haproxies")?;

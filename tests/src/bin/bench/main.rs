@@ -8,7 +8,6 @@
 
 mod goals;
 mod haproxy;
-mod lab;
 mod measure;
 mod mesh;
 mod procs;
@@ -17,7 +16,6 @@ mod scenarios;
 mod topology;
 mod workloads;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -94,12 +92,4 @@ async fn hold(addr: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
     tokio::io::stdin().read_to_end(&mut rest).await?;
     drop(held);
     Ok(())
-}
-
-/// Where the real binaries are: beside this one unless given.
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
-        .unwrap_or_else(|| PathBuf::from(name))
 }

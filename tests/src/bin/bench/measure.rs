@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hostmesh_tests::bench::job::Job;
 
-use crate::lab::Lab;
+use hostmesh_lab::Host;
+
 use crate::procs::{cpu_seconds, rss_mib};
 
 /// What one proxy used during a job.
@@ -19,10 +20,10 @@ pub struct Usage {
     pub rss_max_mib: f64,
 }
 
-/// The client host and the proxies to watch.
+/// The client host and this binary, which the client runs.
 #[derive(Debug)]
 pub struct Client<'a> {
-    pub lab: &'a Lab,
+    pub host: &'a Host,
     pub exe: std::path::PathBuf,
 }
 
@@ -34,7 +35,10 @@ impl Client<'_> {
             .map(|p| cpu_seconds(*p).unwrap_or(0.0))
             .collect();
         let mut rss = vec![0.0f64; watch.len()];
-        let child = Lab::command(&self.lab.a, &self.exe)
+        let child = self
+            .host
+            .netns()
+            .command(&self.exe)
             .arg("client")
             .arg(serde_json::to_string(job)?)
             .stdin(Stdio::null())
@@ -67,7 +71,10 @@ impl Client<'_> {
         n: usize,
         during: impl FnOnce() -> T,
     ) -> anyhow::Result<T> {
-        let mut child = Lab::command(&self.lab.a, &self.exe)
+        let mut child = self
+            .host
+            .netns()
+            .command(&self.exe)
             .arg("hold")
             .arg(addr.to_string())
             .arg(n.to_string())

@@ -1,39 +1,4 @@
-//! Processes the harness starts (killed when dropped) and what `/proc` says about them.
-
-use std::process::Child;
-use std::time::Duration;
-
-/// A started process, killed and reaped on drop.
-#[derive(Debug)]
-pub struct Supervised {
-    pub name: String,
-    pub child: Child,
-}
-
-impl Supervised {
-    pub fn new(name: impl Into<String>, child: Child) -> Self {
-        Self {
-            name: name.into(),
-            child,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Still running?
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+//! What `/proc` says about the processes the harness watches.
 
 /// Clock ticks per second of `/proc/PID/stat` times (USER_HZ, 100 on Linux).
 const TICKS_PER_S: f64 = 100.0;
@@ -56,16 +21,4 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// Polls `ready` every 50 ms for up to `timeout`.
-pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ready()
 }

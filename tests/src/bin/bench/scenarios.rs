@@ -9,14 +9,15 @@ use hostmesh_tests::bench::clients::{HttpTarget, Protocol};
 use hostmesh_tests::bench::job::Job;
 use hostmesh_tests::bench::openloop::LoadReport;
 
+use hostmesh_lab::{Binaries, Host, Lab, Process};
+
 use crate::haproxy::{self, HaproxyPair};
-use crate::lab::Lab;
 use crate::measure::Client;
-use crate::mesh::{Binaries, Mesh};
-use crate::procs::{Supervised, rss_mib};
+use crate::mesh::Mesh;
+use crate::procs::rss_mib;
 use crate::report::{Machine, Report};
-use crate::topology::{HTTP1, Mode, SERVICE_HOST, Service};
-use crate::{goals, sibling, workloads};
+use crate::topology::{HOST_A, HOST_B, HTTP1, Mode, SERVICE_HOST, Service};
+use crate::{goals, workloads};
 
 /// Options of a run.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,10 +41,10 @@ pub struct RunArgs {
     /// (the 1,000-route row: `--extra-services 1000`).
     #[arg(long, default_value_t = 0)]
     pub extra_services: usize,
-    /// `hostmesh-control` binary (default: beside this one).
+    /// `hostmesh-control` binary (default: `$HOSTMESH_BIN_DIR`, beside this one, `PATH`).
     #[arg(long)]
     pub control_bin: Option<PathBuf>,
-    /// `hostmesh-agent` binary (default: beside this one).
+    /// `hostmesh-agent` binary (default: as for `--control-bin`).
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
     #[arg(long, default_value = "haproxy")]
@@ -65,10 +66,14 @@ impl RunArgs {
 pub struct Setup {
     pub mesh: Option<Mesh>,
     pub haproxy: Option<HaproxyPair>,
-    pub server: Supervised,
-    pub dir: tempfile::TempDir,
+    pub server: Process,
+    /// Host A (client) and host B (server).
+    pub hosts: [Host; 2],
     pub lab: Lab,
+    /// The paths that came up.
     pub modes: Vec<Mode>,
+    /// Open files each process may have (a proxy holds two per connection).
+    pub file_limit: u64,
 }
 
 impl Setup {
@@ -79,7 +84,7 @@ impl Setup {
             Mode::Hostmesh => self
                 .mesh
                 .as_ref()
-                .map(|m| vec![m.agent_a.pid(), m.agent_b.pid()])
+                .map(|m| m.pids.to_vec())
                 .unwrap_or_default(),
             Mode::Haproxy => self
                 .haproxy
@@ -91,7 +96,7 @@ impl Setup {
 
     pub fn client(&self) -> anyhow::Result<Client<'_>> {
         Ok(Client {
-            lab: &self.lab,
+            host: &self.hosts[0],
             exe: std::env::current_exe().context("this binary's path")?,
         })
     }
@@ -105,13 +110,15 @@ pub fn target(mode: Mode, service: Service, protocol: Protocol) -> HttpTarget {
     }
 }
 
-fn raise_file_limit() -> anyhow::Result<()> {
-    let limit = rustix::process::Rlimit {
-        current: Some(200_000),
-        maximum: Some(200_000),
-    };
-    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
-        .context("raising the open-file limit (the harness runs as root)")
+/// Raises the open-file limit to its hard limit (inherited by every process the harness
+/// starts); returns it.
+fn raise_file_limit() -> anyhow::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(1 << 20);
+    limit.current = Some(hard);
+    setrlimit(Resource::Nofile, limit).context("raising the open-file limit")?;
+    Ok(hard)
 }
 
 /// One request through `mode` until it answers (the path is up).
@@ -123,71 +130,61 @@ fn probe(setup: &Setup, mode: Mode, timeout: Duration) -> anyhow::Result<()> {
     setup.client()?.run(&job, &[]).map(|_| ())
 }
 
+fn binaries(args: &RunArgs) -> anyhow::Result<Binaries> {
+    if let (Some(control), Some(agent)) = (&args.control_bin, &args.agent_bin) {
+        return Ok(Binaries {
+            control: control.clone(),
+            agent: agent.clone(),
+        });
+    }
+    let mut found = Binaries::locate().context(
+        "hostmesh-control and hostmesh-agent: cargo build --release -p hostmesh-agent -p hostmesh-registry --bins",
+    )?;
+    found.control = args.control_bin.clone().unwrap_or(found.control);
+    found.agent = args.agent_bin.clone().unwrap_or(found.agent);
+    Ok(found)
+}
+
 fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
-    if !rustix::process::geteuid().is_root() {
-        bail!("the benchmark makes network namespaces and nftables rules: run it as root");
+    let file_limit = raise_file_limit()?;
+    let mut lab = Lab::new("bench")?;
+    let hosts = [lab.add_host("a")?, lab.add_host("b")?];
+    if hosts[0].ip() != HOST_A || hosts[1].ip() != HOST_B {
+        bail!(
+            "the lab gave the hosts {} and {}, not {HOST_A} and {HOST_B}",
+            hosts[0].ip(),
+            hosts[1].ip()
+        );
     }
-    raise_file_limit()?;
-    let lab = Lab::create()?;
-    let dir = tempfile::Builder::new()
-        .prefix("hostmesh-bench-")
-        .tempdir()?;
     let exe = std::env::current_exe()?;
-    let mut server = Lab::command(&lab.b, &exe)
-        .arg("serve")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the servers on host B")?;
-    let mut line = String::new();
-    if let Some(out) = server.stdout.take() {
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
-    }
-    let server = Supervised::new("servers", server);
+    let server = lab.spawn(hosts[1].netns(), "servers", &exe, &["serve"])?;
     let mut setup = Setup {
         mesh: None,
         haproxy: None,
         server,
-        dir,
+        hosts,
         lab,
         modes: Vec::new(),
+        file_limit,
     };
     for mode in &args.modes {
         let started = match mode {
             Mode::Direct => probe(&setup, Mode::Direct, Duration::from_secs(10)),
-            Mode::Haproxy => HaproxyPair::start(
-                &setup.lab,
-                &setup.dir.path().join("haproxy"),
-                &args.haproxy_bin,
-            )
-            .and_then(|pair| {
-                setup.haproxy = Some(pair);
-                probe(&setup, Mode::Haproxy, Duration::from_secs(20))
-            }),
-            Mode::Hostmesh => {
-                let bins = Binaries {
-                    control: args
-                        .control_bin
-                        .clone()
-                        .unwrap_or_else(|| sibling("hostmesh-control")),
-                    agent: args
-                        .agent_bin
-                        .clone()
-                        .unwrap_or_else(|| sibling("hostmesh-agent")),
-                };
-                Mesh::start(
-                    &setup.lab,
-                    &setup.dir.path().join("mesh"),
-                    &bins,
-                    args.extra_services,
+            Mode::Haproxy => {
+                let hosts = [&setup.hosts[0], &setup.hosts[1]];
+                HaproxyPair::start(&setup.lab, hosts, &args.haproxy_bin, setup.file_limit).and_then(
+                    |pair| {
+                        setup.haproxy = Some(pair);
+                        probe(&setup, Mode::Haproxy, Duration::from_secs(20))
+                    },
                 )
-                .and_then(|mut mesh| {
-                    let up = mesh.wait_intercepting(&setup.lab, Duration::from_secs(60));
-                    setup.mesh = Some(mesh);
-                    up?;
-                    probe(&setup, Mode::Hostmesh, Duration::from_secs(60))
-                })
             }
+            Mode::Hostmesh => binaries(args).and_then(|bins| {
+                let hosts = [&setup.hosts[0], &setup.hosts[1]];
+                let mesh = Mesh::start(&setup.lab, &bins, hosts, args.extra_services)?;
+                setup.mesh = Some(mesh);
+                probe(&setup, Mode::Hostmesh, Duration::from_secs(30))
+            }),
         };
         match started {
             Ok(()) => setup.modes.push(*mode),
@@ -240,14 +237,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             workloads::run(scenario, &args, &setup, &mut report);
         }
     }
-    if !setup.server.alive() {
+    if setup.server.try_wait().is_some() {
         report.error("the servers on host B exited during the run".into());
     }
-    if let Some(mesh) = setup.mesh.as_ref() {
-        for (name, pid) in [
-            ("host A", mesh.agent_a.pid()),
-            ("host B", mesh.agent_b.pid()),
-        ] {
+    if let Some(mesh) = setup.mesh.as_mut() {
+        for (name, exited) in mesh.exited() {
+            report.error(format!("{name} exited during the run: {exited}"));
+        }
+        for (name, pid) in ["host A", "host B"].into_iter().zip(mesh.pids) {
             if let Some(rss) = rss_mib(pid) {
                 report.settings.insert(
                     format!("hostmesh-agent RSS at end, {name} (MiB)"),
@@ -256,12 +253,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    report.goals = goals::check(&report, &args);
+    report.goals = goals::check(&report);
     let text = report.render();
     println!("{text}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if std::env::var_os("HOSTMESH_LAB_KEEP").is_some() {
+        eprintln!("bench: logs in {}", setup.lab.dir().display());
     }
     drop(setup);
     Ok(())

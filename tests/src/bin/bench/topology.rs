@@ -1,6 +1,6 @@
 //! The benchmark's fixed layout: host addresses, the services host B runs and the port each
-//! path reaches them on. Host A (client side) is 10.213.0.1, host B (server side) 10.213.0.2;
-//! the addresses live only inside the run's own namespaces.
+//! path reaches them on. Host A (client side) is the lab's first host, 10.77.0.1, host B
+//! (server side) its second, 10.77.0.2; the addresses live only inside the run's namespaces.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -9,12 +9,10 @@ use hostmesh_tests::bench::clients::Protocol;
 use hostmesh_tests::bench::servers;
 use tokio::net::TcpListener;
 
-pub const HOST_A: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
-pub const HOST_B: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
-pub const PREFIX_LEN: u8 = 24;
+pub const HOST_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const HOST_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The name the mesh knows host B's service by (the `Host` every request carries).
 pub const SERVICE_HOST: &str = "bench-server.bench.svc.cluster.local";
-pub const CONTROL_PORT: u16 = 15012;
 
 /// What a server port speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

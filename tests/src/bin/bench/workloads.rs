@@ -278,11 +278,24 @@ fn rss_metric(side: &str) -> &'static str {
 }
 
 fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
-    let counts: &[usize] = if args.quick {
+    let wanted: &[usize] = if args.quick {
         &[0, 1000]
     } else {
         &[0, 1000, 10_000]
     };
+    // A proxy holds two descriptors per connection; stay under the open-file limit.
+    let fits = setup.file_limit.saturating_sub(1000) / 2 / 1000 * 1000;
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+    let mut counts = Vec::new();
+    for &n in wanted {
+        if n > fits {
+            report.error(format!(
+                "{n} idle connections do not fit the open-file limit ({}): measured {fits}",
+                setup.file_limit
+            ));
+        }
+        counts.push(n.min(fits));
+    }
     let client = match setup.client() {
         Ok(c) => c,
         Err(e) => return report.error(format!("idle: {e:#}")),
@@ -293,7 +306,7 @@ fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
             continue;
         }
         let mut baseline: Vec<f64> = Vec::new();
-        for &n in counts {
+        for &n in &counts {
             eprintln!("bench:   {n} idle connections via {}", mode.name());
             let sample = || {
                 // Let the proxies settle (handshakes done, buffers released) before reading.
