@@ -51,7 +51,7 @@ pub fn check(report: &Report) -> Vec<Goal> {
         .iter()
         .filter(|r| r.scenario == S6 && r.metric == "per connection, host A's proxy")
         .filter_map(|r| Some((r.case.clone(), *r.values.get(&Mode::Hostmesh)?)))
-        .last();
+        .next_back();
     let s7_case = "1,000 rps × 16 conn";
     let mut goals = vec![
         goal(

@@ -197,16 +197,14 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
 fn versions(args: &RunArgs) -> BTreeMap<String, String> {
     let mut v = BTreeMap::new();
     v.insert("hostmesh".into(), env!("CARGO_PKG_VERSION").to_owned());
-    if let Ok(out) = std::process::Command::new("git")
+    let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
-        .output()
+        .output();
+    if let Ok(out) = commit
+        && out.status.success()
     {
-        if out.status.success() {
-            v.insert(
-                "commit".into(),
-                String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-            );
-        }
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        v.insert("commit".into(), hash);
     }
     v.insert(
         "haproxy".into(),
