@@ -20,6 +20,8 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
         tls,
         connect_timeout: None,
         http2: false,
+        thresholds: Default::default(),
+        outlier: None,
     }
 }
 
@@ -36,6 +38,7 @@ fn route(name: &str, path: PathMatchSpec, clusters: &[(&str, u32)]) -> RouteSpec
             })
             .collect(),
         timeout: None,
+        policy: Default::default(),
     }
 }
 

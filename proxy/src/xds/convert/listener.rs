@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
@@ -310,9 +311,11 @@ fn http(mut hcm: HttpConnectionManager, at: &str, p: &mut Problems<'_>) -> Optio
     hcm.path_with_escaped_slashes_action = 0;
     for f in std::mem::take(&mut hcm.http_filters) {
         let router = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == Router::type_url());
-        if !router {
+        // The fault filter without faults of its own: routes configure it.
+        let fault = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == HttpFault::type_url() && a.value.is_empty());
+        if !router && !fault {
             p.add(format!(
-                "{at}: http_filters {:?} is not supported (only the router)",
+                "{at}: http_filters {:?} is not supported (only the router, and the fault filter configured per route)",
                 f.name
             ));
         }
