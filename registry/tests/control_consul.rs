@@ -8,7 +8,9 @@ mod consul_emulator;
 
 use std::time::{Duration, Instant};
 
-use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
+use common::{
+    Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
+};
 use consul_emulator::{ConsulEmulator, Instance};
 use hostmesh_registry::xds::type_url;
 
@@ -77,14 +79,7 @@ async fn static_and_consul_services_reach_an_agent_with_provenance() {
     )
     .await
     .unwrap();
-    let mut names = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(names.iter().any(|n| n == BILL) && names.iter().any(|n| n == WEB)) {
-        assert!(Instant::now() < deadline, "clusters so far: {names:?}");
-        let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(10)).await;
-        names.extend(clusters.resources.iter().map(|r| r.name.clone()));
-        agent.ack(&clusters).await;
-    }
+    wait_clusters(&mut agent, &[BILL, WEB], Duration::from_secs(10)).await;
     agent.subscribe(type_url::ENDPOINT, &[WEB, BILL]).await;
     let mut seen = std::collections::BTreeMap::new();
     while seen.len() < 2 {

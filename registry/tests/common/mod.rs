@@ -305,6 +305,20 @@ pub async fn next_of(
     }
 }
 
+/// Reads cluster pushes (ACKing each) until every name in `want` has been sent; sources
+/// answer at their own pace, so the names may come over several pushes.
+pub async fn wait_clusters(client: &mut DeltaClient, want: &[&str], within: Duration) {
+    let mut names: Vec<String> = Vec::new();
+    let deadline = Instant::now() + within;
+    while !want.iter().all(|w| names.iter().any(|n| n == w)) {
+        assert!(Instant::now() < deadline, "clusters so far: {names:?}");
+        let left = deadline.saturating_duration_since(Instant::now());
+        let clusters = next_of(client, hostmesh_registry::xds::type_url::CLUSTER, left).await;
+        names.extend(clusters.resources.iter().map(|r| r.name.clone()));
+        client.ack(&clusters).await;
+    }
+}
+
 /// Runs the `hostmesh` CLI; its exit code and stdout + stderr.
 pub fn hostmesh(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hostmesh"))

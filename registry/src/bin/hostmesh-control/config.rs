@@ -9,6 +9,7 @@ use std::time::Duration;
 use hostmesh_ca::TrustDomain;
 use hostmesh_registry::sources::consul::ConsulSettings;
 use hostmesh_registry::sources::consul::settings::RawConsulSettings;
+use hostmesh_registry::sources::kubernetes::{KubernetesSettings, RawKubernetesSettings};
 use hostmesh_registry::xds::OutboundPolicy;
 use serde::Deserialize;
 
@@ -30,6 +31,8 @@ pub struct ControlConfig {
     pub outbound_traffic_policy: OutboundPolicy,
     /// The Consul source, when configured. Its trust domain is the CA's unless set.
     pub consul: Option<ConsulSettings>,
+    /// The Kubernetes source, when configured. Its trust domain is the CA's unless set.
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
 /// The settings as written in the file or given as flags: text, checked by [`Settings::validate`].
@@ -69,6 +72,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub consul: Option<RawConsulSettings>,
+    /// The Kubernetes source (file only): kubeconfig, context, inCluster, namespaces,
+    /// clusterDomain. Absent: no Kubernetes source.
+    #[arg(skip)]
+    #[serde(default)]
+    pub kubernetes: Option<RawKubernetesSettings>,
 }
 
 /// Every problem found, one per line.
@@ -119,6 +127,10 @@ impl Settings {
                 .outbound_traffic_policy
                 .or(base.outbound_traffic_policy),
             consul: match (self.consul, base.consul) {
+                (Some(over), Some(base)) => Some(over.over(base)),
+                (over, base) => over.or(base),
+            },
+            kubernetes: match (self.kubernetes, base.kubernetes) {
                 (Some(over), Some(base)) => Some(over.over(base)),
                 (over, base) => over.or(base),
             },
@@ -187,6 +199,10 @@ impl Settings {
             let td = trust_domain.clone().unwrap_or_default();
             raw.validate(&td, &mut errors)
         });
+        let kubernetes = self.kubernetes.and_then(|raw| {
+            let td = trust_domain.clone().unwrap_or_default();
+            raw.validate(&td, &mut errors)
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -203,6 +219,7 @@ impl Settings {
                 .unwrap_or_else(|| hostmesh_registry::sources::static_files::DEFAULT_DIR.into()),
             outbound_traffic_policy,
             consul,
+            kubernetes,
         })
     }
 }
@@ -306,5 +323,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `adress`"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:1\n\
+             contexts:\n- name: a\n  context:\n    cluster: c\n    user: u\ncurrent-context: a\n\
+             users:\n- name: u\n  user:\n    token: t\n",
+        )
+        .unwrap();
+        let config = file(&format!(
+            "kubernetes:\n  kubeconfig: {}\n  namespaces: [shop, default]\n",
+            kubeconfig.display()
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let k = config.kubernetes.unwrap();
+        let ns: Vec<&str> = k.namespaces.iter().map(|n| n.as_str()).collect();
+        assert_eq!(ns, ["default", "shop"]);
+        assert_eq!(k.cluster_domain, "cluster.local");
+        assert!(
+            file("listen: 0.0.0.0:1\n")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .kubernetes
+                .is_none()
+        );
+        let err = file(&format!(
+            "kubernetes:\n  kubeconfig: {}\n  context: b\n  namespaces: [Bad_NS]\n  clusterDomain: \"a b\"\n",
+            kubeconfig.display()
+        ))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0[0].starts_with("kubernetes.context: \"b\" is not a context of"),
+            "{err}"
+        );
+        assert!(err.0[0].ends_with("(it has: a)"), "{err}");
+        assert!(
+            err.0[1].starts_with("kubernetes.namespaces: \"Bad_NS\""),
+            "{err}"
+        );
+        assert!(err.0[2].starts_with("kubernetes.clusterDomain:"), "{err}");
+        let err = file("kubernetes:\n  kubeconfig: /nonexistent/kubeconfig\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.0[0].starts_with("kubernetes.kubeconfig: /nonexistent/kubeconfig:"),
+            "{err}"
+        );
+        let err = file("kubernetes:\n  namespaces: [a]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.0[0].starts_with("kubernetes.kubeconfig: required unless inCluster"),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The registry as `hostmesh-control run` composes it: the static folder and (when
-//! configured) Consul, merged into one snapshot stream for the ADS server, and the report
+//! configured) Kubernetes and Consul, merged into one snapshot stream for the ADS server, and the report
 //! (per-source health, conflicts, rejections) for the status API.
 //!
 //! A new snapshot (and version) is made only when a source's contents changed; health
@@ -12,6 +12,7 @@ use hostmesh_registry::merge::{MergeOutcome, Precedence, Rejection, SourceView, 
 use hostmesh_registry::model::{Snapshot, SourceName};
 use hostmesh_registry::sources::consul::ConsulView;
 use hostmesh_registry::sources::health::{RegistryReport, SourceStatus, now_rfc3339};
+use hostmesh_registry::sources::kubernetes::KubernetesView;
 use hostmesh_registry::sources::static_files::StaticView;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -56,6 +57,7 @@ fn static_status(v: &SourceView, last_update: &str) -> SourceStatus {
 struct Merger {
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
+    kubernetes: Option<watch::Receiver<KubernetesView>>,
     version: u64,
     /// The revisions of the views last merged.
     merged: Vec<u64>,
@@ -69,8 +71,15 @@ impl Merger {
     fn step(&mut self) -> (Option<Snapshot>, RegistryReport) {
         let statics = static_view(&self.statics.borrow_and_update());
         let consul = self.consul.as_mut().map(|c| c.borrow_and_update().clone());
+        let kubernetes = self
+            .kubernetes
+            .as_mut()
+            .map(|k| k.borrow_and_update().clone());
         let mut views = vec![statics];
         let mut sources = Vec::new();
+        if let Some(k) = &kubernetes {
+            views.push(k.view.clone());
+        }
         if let Some(c) = &consul {
             views.push(c.view.clone());
         }
@@ -97,6 +106,9 @@ impl Merger {
             self.merged = revisions;
         }
         sources.push(static_status(&views[0], &self.static_updated));
+        if let Some(k) = kubernetes {
+            sources.push(k.status);
+        }
         if let Some(c) = consul {
             sources.push(c.status);
         }
@@ -119,6 +131,7 @@ impl Merger {
 pub fn start(
     statics: watch::Receiver<StaticView>,
     consul: Option<watch::Receiver<ConsulView>>,
+    kubernetes: Option<watch::Receiver<KubernetesView>>,
 ) -> (
     watch::Receiver<Snapshot>,
     watch::Receiver<Arc<RegistryReport>>,
@@ -126,6 +139,7 @@ pub fn start(
     let mut merger = Merger {
         statics,
         consul,
+        kubernetes,
         version: 0,
         merged: Vec::new(),
         static_updated: now_rfc3339(),
@@ -136,12 +150,10 @@ pub fn start(
     let (report_tx, report_rx) = watch::channel(Arc::new(report));
     tokio::spawn(async move {
         loop {
-            let changed = match merger.consul.as_mut() {
-                Some(consul) => tokio::select! {
-                    r = merger.statics.changed() => r.is_ok(),
-                    r = consul.changed() => r.is_ok(),
-                },
-                None => merger.statics.changed().await.is_ok(),
+            let changed = tokio::select! {
+                r = merger.statics.changed() => r.is_ok(),
+                r = changed(merger.consul.as_mut()) => r,
+                r = changed(merger.kubernetes.as_mut()) => r,
             };
             if !changed {
                 break;
@@ -156,4 +168,12 @@ pub fn start(
         }
     });
     (snap_rx, report_rx)
+}
+
+/// When an optional source publishes: false when it is gone, never for an absent one.
+async fn changed<T>(source: Option<&mut watch::Receiver<T>>) -> bool {
+    match source {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }

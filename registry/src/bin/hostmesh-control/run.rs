@@ -1,4 +1,5 @@
-//! `hostmesh-control run`: the registry sources (static folder, Consul when configured) →
+//! `hostmesh-control run`: the registry sources (static folder; Kubernetes and Consul when
+//! configured) →
 //! merge → model snapshots → translation → ADS, with the certificate service on the same TLS
 //! port (15012) and the status API on 15014.
 
@@ -14,6 +15,7 @@ use hostmesh_ca::token::{TokenKey, UsedTokens};
 use hostmesh_ca::{CaPaths, CertificateAuthority};
 use hostmesh_registry::model::validate::Context as ModelContext;
 use hostmesh_registry::sources::consul::ConsulSource;
+use hostmesh_registry::sources::kubernetes::KubernetesSource;
 use hostmesh_registry::sources::static_files::StaticSource;
 use hostmesh_registry::xds::server::AdsServer;
 use hostmesh_registry::xds::server::http::{RegistryPages, serve_status};
@@ -87,8 +89,22 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (snapshots, report) =
-        crate::registry::start(registry.subscribe(), consul.as_ref().map(|c| c.subscribe()));
+    let kubernetes = match args.kubernetes.clone() {
+        Some(mut settings) => {
+            settings.trust_domain = ca.trust_domain().clone();
+            Some(
+                KubernetesSource::start(settings)
+                    .await
+                    .context("starting the Kubernetes source")?,
+            )
+        }
+        None => None,
+    };
+    let (snapshots, report) = crate::registry::start(
+        registry.subscribe(),
+        consul.as_ref().map(|c| c.subscribe()),
+        kubernetes.as_ref().map(|k| k.subscribe()),
+    );
     let pages = RegistryPages {
         report,
         snapshots: snapshots.clone(),
@@ -124,6 +140,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         registry_dir = %args.registry_dir.display(),
         registry_version = registry.current().snapshot.version(),
         consul = args.consul.as_ref().map(|c| c.address.to_string()).unwrap_or_default(),
+        kubernetes = kubernetes.is_some(),
         status_listen = %args.status_listen,
         xds_generation = ads.generation(),
         outbound_traffic_policy = ?args.outbound_traffic_policy,
@@ -142,6 +159,7 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         .await
         .context("serving")?;
     drop(consul);
+    drop(kubernetes);
     info!("hostmesh-control stopped");
     Ok(())
 }

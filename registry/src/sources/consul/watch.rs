@@ -11,9 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -25,6 +23,7 @@ use super::index::{Advance, BlockingIndex};
 use super::settings::ConsulSettings;
 use crate::merge::{Precedence, Rejection, SourceView};
 use crate::model::{Service, SourceName};
+use crate::sources::backoff::Backoff;
 use crate::sources::health::{SourceStatus, now_rfc3339};
 
 /// The service every Consul server registers for itself; not a mesh service.
@@ -175,33 +174,6 @@ impl Shared {
         if recovered {
             info!(query, "Consul query answers again");
         }
-    }
-}
-
-/// Retry pauses: 100 ms doubling to `max`, with ±25 % jitter.
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-
-    fn new(max: Duration) -> Self {
-        Self {
-            next: Self::FIRST,
-            max,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    fn pause(&mut self) -> Duration {
-        let base = self.next.min(self.max);
-        self.next = (self.next * 2).min(self.max);
-        base.mul_f64(rand::rng().random_range(0.75..1.25))
     }
 }
 

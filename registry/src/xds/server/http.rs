@@ -7,6 +7,9 @@
 //! - `GET /debug/services/<host>`: the merged services of that host with the provenance of
 //!   every endpoint ([`ServiceDescription`](crate::sources::health::ServiceDescription)).
 //!
+//! - `GET /metrics`: the control server's metrics in Prometheus' text format
+//!   ([`super::metrics`]).
+//!
 //! Anything else is 404 (or 405 for another method).
 
 use std::convert::Infallible;
@@ -30,6 +33,8 @@ use crate::sources::health::{RegistryReport, describe};
 pub const CONNECTIONS_PATH: &str = "/debug/connections";
 /// The path of the registry report.
 pub const SOURCES_PATH: &str = "/debug/sources";
+/// The path of the metrics.
+pub const METRICS_PATH: &str = "/metrics";
 /// The prefix of a service's description.
 pub const SERVICES_PATH: &str = "/debug/services/";
 
@@ -55,6 +60,7 @@ fn answer(
     };
     let path = request.uri().path();
     let known = path == CONNECTIONS_PATH
+        || path == METRICS_PATH
         || (registry.is_some() && (path == SOURCES_PATH || path.starts_with(SERVICES_PATH)));
     if !known {
         return reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec());
@@ -64,6 +70,15 @@ fn answer(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             b"use GET\n".to_vec(),
+        );
+    }
+    if path == METRICS_PATH {
+        let report = registry.map(|r| r.report.borrow().clone());
+        let text = super::metrics::render(server, report.as_deref());
+        return reply(
+            StatusCode::OK,
+            super::metrics::CONTENT_TYPE,
+            text.into_bytes(),
         );
     }
     let body = match (registry, path.strip_prefix(SERVICES_PATH)) {

@@ -21,6 +21,7 @@
 //! malformed node id or an unknown type URL with `INVALID_ARGUMENT`.
 
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod status;
 
@@ -106,6 +107,11 @@ impl AdsServer {
     /// Every connected node, by connection.
     pub fn status(&self) -> Vec<NodeStatus> {
         self.shared.status.list()
+    }
+
+    /// Responses sent and NACKs received since the start, over every stream.
+    pub fn totals(&self) -> (u64, u64) {
+        self.shared.status.totals()
     }
 
     /// A counter bumped whenever [`AdsServer::status`] changes.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -71,6 +72,9 @@ type Entries = BTreeMap<u64, Arc<Mutex<NodeStatus>>>;
 pub struct StatusTable {
     entries: Mutex<Entries>,
     changes: watch::Sender<u64>,
+    /// Responses sent and NACKs received since the start, over every stream.
+    pushes: AtomicU64,
+    nacks: AtomicU64,
 }
 
 impl Default for StatusTable {
@@ -78,6 +82,8 @@ impl Default for StatusTable {
         Self {
             entries: Mutex::default(),
             changes: watch::Sender::new(0),
+            pushes: AtomicU64::new(0),
+            nacks: AtomicU64::new(0),
         }
     }
 }
@@ -91,6 +97,14 @@ impl StatusTable {
     pub fn list(&self) -> Vec<NodeStatus> {
         let entries: Vec<_> = lock(&self.entries).values().cloned().collect();
         entries.iter().map(|e| lock(e).clone()).collect()
+    }
+
+    /// Responses sent and NACKs received since the start.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.pushes.load(Ordering::Relaxed),
+            self.nacks.load(Ordering::Relaxed),
+        )
     }
 
     /// A counter bumped on every change (connect, disconnect, send, ACK, NACK).
@@ -148,6 +162,7 @@ impl StatusEntry {
     }
 
     pub fn sent(&self, type_url: &str, version: &str) {
+        self.table.pushes.fetch_add(1, Ordering::Relaxed);
         self.update(type_url, |t| t.sent = Some(version.to_owned()));
     }
 
@@ -158,6 +173,7 @@ impl StatusEntry {
     }
 
     pub fn nacked(&self, type_url: &str, version: &str, message: &str) {
+        self.table.nacks.fetch_add(1, Ordering::Relaxed);
         self.update(type_url, |t| {
             t.nack = Some(Nack {
                 version: version.to_owned(),
