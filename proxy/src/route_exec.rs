@@ -5,6 +5,8 @@
 //! header edits. Owns no state: the limits and counters live with the cluster
 //! (`config::cluster`); the exchange itself is `http_proxy`'s.
 //!
+//! The virtual host's token bucket comes first (429 `RL` when empty).
+//!
 //! Locally generated answers carry Envoy's response flag in the log (`response_flags`) and
 //! the `hostmesh_proxy_response_flags_total` metric: `UO` (circuit breaker overflow, also
 //! `x-envoy-overloaded: true`), `URX` (retries exhausted), `FI` (fault abort), `DI` (fault
@@ -63,6 +65,19 @@ async fn routed(
     authority: String,
 ) -> Response<Body> {
     let policy = route.policy();
+    if let Some(bucket) = route.rate_limit()
+        && !bucket.take()
+    {
+        let mut r = local(
+            proxy,
+            route,
+            StatusCode::TOO_MANY_REQUESTS,
+            "local_rate_limited",
+            "RL",
+        );
+        bucket.response_headers().apply(r.headers_mut());
+        return r;
+    }
     if let Some(fault) = policy.fault() {
         if let Some((delay, share)) = fault.delay()
             && sampled(share)

@@ -184,11 +184,19 @@ fn service(
                 if vh.domains.is_empty() {
                     problems.add(&at, "has no domains");
                 }
+                let bucket = vh
+                    .rate_limit
+                    .as_ref()
+                    .and_then(|rl| route_policy::token_bucket(rl, &at, problems));
                 let routes = vh
                     .routes
                     .iter()
                     .filter_map(|r| {
                         route(r, &format!("{at} route {:?}", r.name), clusters, problems)
+                    })
+                    .map(|mut r| {
+                        r.rate_limit = bucket.clone();
+                        r
                     })
                     .collect();
                 hosts.push(VirtualHost {
@@ -284,6 +292,7 @@ fn route(
         clusters: WeightedClusters::new(weighted),
         timeout: r.timeout,
         policy: policy?,
+        rate_limit: None,
     })
 }
 

@@ -12,6 +12,7 @@ mod cluster;
 mod inbound;
 mod outbound;
 pub mod policy;
+pub mod rate_limit;
 pub mod resilience;
 mod route;
 pub mod spec;

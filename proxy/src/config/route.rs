@@ -11,6 +11,7 @@ use regex::Regex;
 
 use super::Cluster;
 use super::policy::RoutePolicy;
+use super::rate_limit::TokenBucket;
 
 /// What route matching looks at in a request.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +171,8 @@ pub struct Route {
     pub(crate) clusters: WeightedClusters,
     pub(crate) timeout: Option<Duration>,
     pub(crate) policy: RoutePolicy,
+    /// The virtual host's bucket, shared by its routes.
+    pub(crate) rate_limit: Option<Arc<TokenBucket>>,
 }
 
 impl Route {
@@ -187,6 +190,10 @@ impl Route {
 
     pub fn policy(&self) -> &RoutePolicy {
         &self.policy
+    }
+
+    pub fn rate_limit(&self) -> Option<&TokenBucket> {
+        self.rate_limit.as_deref()
     }
 
     /// The prefix the route matched on, for prefix rewrites and redirects (the whole path

@@ -100,6 +100,18 @@ pub struct VirtualHostSpec {
     pub domains: Vec<String>,
     /// Tried in order; the first match wins.
     pub routes: Vec<RouteSpec>,
+    /// One token bucket shared by the host's routes (Envoy's local rate limit).
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// A token bucket: `tokens_per_fill` added every `fill_interval`, at most `max_tokens`;
+/// refused requests get 429 with these response headers.
+#[derive(Debug, Clone)]
+pub struct RateLimitSpec {
+    pub max_tokens: u32,
+    pub tokens_per_fill: u32,
+    pub fill_interval: Duration,
+    pub response_headers: HeaderEditsSpec,
 }
 
 #[derive(Debug, Clone)]

@@ -163,6 +163,7 @@ pub fn http_service(vip: SocketAddr, protocol: Protocol, routes: Vec<RouteSpec>)
                 name: "bill".into(),
                 domains: vec!["*".into()],
                 routes,
+                rate_limit: None,
             }],
         }),
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod istio;
 pub mod protocol;
 pub mod provenance;
+pub mod rate_limit;
 pub mod snapshot;
 pub mod types;
 pub mod validate;

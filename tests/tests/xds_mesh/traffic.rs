@@ -280,3 +280,30 @@ async fn redirect_rewrite_method_query_and_header_edits_on_the_wire() {
     let a = world.send(request("POST", "/api/items", &[])).await;
     assert_eq!(a.header("x-app"), "v1");
 }
+
+#[tokio::test]
+async fn a_local_rate_limit_answers_429_with_retry_after_beyond_its_rate() {
+    let v1 = App::start("v1", answer(200, NO_WAIT)).await;
+    let v2 = App::start("v2", answer(200, NO_WAIT)).await;
+    let policy = subsets("")
+        + &vs(&format!(
+            "  - route:\n    - destination: {{host: {SHOP}, subset: v1}}\n"
+        ))
+        .replace(
+            "metadata: {name: shop, namespace: demo}\nspec:\n  hosts",
+            "metadata:\n  name: shop\n  namespace: demo\n  annotations: {traffic.hostmesh.io/local-rate-limit: \"3/1h\"}\nspec:\n  hosts",
+        );
+    let world = TrafficWorld::start([&v1, &v2], &policy).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let a = world.get("/").await;
+        if a.status == 429 {
+            assert_eq!(a.header("retry-after"), "3600");
+            assert_eq!(&a.body[..], b"local_rate_limited\n");
+        }
+        statuses.push(a.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(v1.hits(), 3, "refused requests never reach the app");
+    assert_eq!(world.front.proxy.metrics().response_flags("RL"), 2);
+}

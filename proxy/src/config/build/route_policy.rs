@@ -7,7 +7,10 @@ use http::header::{HeaderName, HeaderValue};
 use super::super::policy::{
     Fault, HeaderEdits, QueryMatch, Redirect, RetryPolicy, Rewrite, RoutePolicy, retry_on,
 };
-use super::super::spec::{HeaderEditsSpec, RoutePolicySpec};
+use std::sync::Arc;
+
+use super::super::rate_limit::TokenBucket;
+use super::super::spec::{HeaderEditsSpec, RateLimitSpec, RoutePolicySpec};
 use super::{Problems, value_match};
 
 pub(super) fn route_policy(
@@ -121,6 +124,28 @@ pub(super) fn route_policy(
         request_headers,
         response_headers,
     })
+}
+
+/// A virtual host's token bucket.
+pub(super) fn token_bucket(
+    spec: &RateLimitSpec,
+    at: &str,
+    problems: &mut Problems,
+) -> Option<Arc<TokenBucket>> {
+    if spec.max_tokens == 0 || spec.tokens_per_fill == 0 {
+        problems.add(
+            at,
+            "rate limit token bucket needs max_tokens and tokens_per_fill above 0",
+        );
+        return None;
+    }
+    let headers = edits(&spec.response_headers, at, problems);
+    Some(Arc::new(TokenBucket::new(
+        spec.max_tokens,
+        spec.tokens_per_fill,
+        spec.fill_interval,
+        headers,
+    )))
 }
 
 /// Envoy's (RE2's) `\N` capture references in the regex crate's `${N}` form; a literal `$`

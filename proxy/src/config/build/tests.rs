@@ -53,6 +53,7 @@ fn http_service(name: &str, addr: &str, routes: Vec<RouteSpec>) -> ServiceSpec {
                 name: name.into(),
                 domains: vec!["*".into()],
                 routes,
+                rate_limit: None,
             }],
         }),
     }

@@ -47,6 +47,8 @@ fn virtual_host(mut vh: VirtualHost, p: &mut Problems<'_>) -> VirtualHostSpec {
     let domains = std::mem::take(&mut vh.domains);
     let routes: Vec<Route> = std::mem::take(&mut vh.routes);
     let at = format!("virtual_hosts[{name:?}]");
+    let rate_limit =
+        route_policy::rate_limit(std::mem::take(&mut vh.typed_per_filter_config), &at, p);
     p.leftover(&at, &vh);
     let routes = routes
         .into_iter()
@@ -57,6 +59,7 @@ fn virtual_host(mut vh: VirtualHost, p: &mut Problems<'_>) -> VirtualHostSpec {
         name,
         domains,
         routes,
+        rate_limit,
     }
 }
 

@@ -24,12 +24,15 @@ use prost::Name;
 
 use super::super::wire::{Problems, unpack};
 use super::cluster::duration;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+
 use crate::config::spec::{
-    FaultSpec, HeaderEditsSpec, HeaderValueSpec, QueryMatchSpec, RedirectSpec, RetrySpec,
-    RewriteSpec,
+    FaultSpec, HeaderEditsSpec, HeaderValueSpec, QueryMatchSpec, RateLimitSpec, RedirectSpec,
+    RetrySpec, RewriteSpec,
 };
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 
 /// The route's per-filter configs: only the fault filter's is understood.
@@ -315,4 +318,64 @@ pub fn redirect(mut r: RedirectAction, at: &str, p: &mut Problems<'_>) -> Redire
     };
     p.leftover(&at, &r);
     spec
+}
+
+/// A virtual host's per-filter configs: only the local rate limit's is understood.
+pub fn rate_limit(
+    configs: std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+    at: &str,
+    p: &mut Problems<'_>,
+) -> Option<RateLimitSpec> {
+    let mut out = None;
+    for (name, any) in configs {
+        if name != LOCAL_RATE_LIMIT_FILTER {
+            p.add(format!(
+                "{at}: typed_per_filter_config {name:?} is not supported (only {LOCAL_RATE_LIMIT_FILTER})"
+            ));
+            continue;
+        }
+        let mut l = match unpack::<LocalRateLimit>(&any) {
+            Ok(l) => l,
+            Err(e) => {
+                p.add(format!("{at}: typed_per_filter_config {name:?} {e}"));
+                continue;
+            }
+        };
+        let at = format!("{at}: local_ratelimit");
+        l.stat_prefix.clear();
+        for f in [l.filter_enabled.take(), l.filter_enforced.take()] {
+            let all = f
+                .as_ref()
+                .and_then(|f| f.default_value.as_ref())
+                .is_some_and(|v| millionths(Some(*v), &at, p) == 1_000_000);
+            if !all {
+                p.add(format!(
+                    "{at}: filter_enabled and filter_enforced must be 100%"
+                ));
+            }
+        }
+        let Some(bucket) = l.token_bucket.take() else {
+            p.add(format!("{at}: token_bucket is required"));
+            continue;
+        };
+        let fill_interval = bucket.fill_interval.as_ref().and_then(duration);
+        let Some(fill_interval) = fill_interval.filter(|d| !d.is_zero()) else {
+            p.add(format!("{at}: token_bucket.fill_interval must be above 0"));
+            continue;
+        };
+        let headers = edits(
+            std::mem::take(&mut l.response_headers_to_add),
+            Vec::new(),
+            &format!("{at}.response_headers_to_add"),
+            p,
+        );
+        p.leftover(&at, &l);
+        out = Some(RateLimitSpec {
+            max_tokens: bucket.max_tokens,
+            tokens_per_fill: bucket.tokens_per_fill.map_or(1, |t| t.value),
+            fill_interval,
+            response_headers: headers,
+        });
+    }
+    out
 }

@@ -18,7 +18,12 @@ use envoy_types::util::pack_any;
 
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 
-use super::names::{FAULT_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, TCP_PROXY};
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+
+use super::names::{
+    FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_STATS, ROUTER,
+    TCP_PROXY,
+};
 use super::proto::{ads, bool_value, network_filter};
 
 fn router() -> HttpFilter {
@@ -42,8 +47,22 @@ fn fault() -> HttpFilter {
     }
 }
 
-/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS; the fault filter
-/// before the router.
+/// The local rate limit filter without a bucket of its own: virtual hosts configure it.
+fn local_rate_limit() -> HttpFilter {
+    HttpFilter {
+        name: LOCAL_RATE_LIMIT_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            LocalRateLimit {
+                stat_prefix: LOCAL_RATE_LIMIT_STATS.to_owned(),
+                ..Default::default()
+            },
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS; the local rate limit
+/// and fault filters before the router.
 pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
@@ -51,7 +70,7 @@ pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
             config_source: Some(ads()),
             route_config_name: route_config_name.to_owned(),
         })),
-        http_filters: vec![fault(), router()],
+        http_filters: vec![local_rate_limit(), fault(), router()],
         ..Default::default()
     };
     network_filter(HTTP_CONNECTION_MANAGER, pack_any(hcm))

@@ -72,6 +72,10 @@ fn virtual_host(
     used: &mut HashSet<String>,
 ) -> VirtualHost {
     let host = service.hostname.as_str();
+    let typed_per_filter_config = view
+        .virtual_service(host)
+        .and_then(route_policy::local_rate_limit)
+        .unwrap_or_default();
     let routes = match view.virtual_service(host) {
         Some(vs) => vs_routes(view, vs, port.number),
         None => vec![default_route(names::outbound_cluster(
@@ -87,6 +91,7 @@ fn virtual_host(
             .filter(|d| used.insert(d.clone()))
             .collect(),
         routes,
+        typed_per_filter_config,
         ..Default::default()
     }
 }

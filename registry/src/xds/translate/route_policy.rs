@@ -32,10 +32,16 @@ use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use super::names::{FAULT_FILTER, PREVIOUS_HOSTS};
+use super::names::{FAULT_FILTER, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_STATS, PREVIOUS_HOSTS};
 use super::proto::{duration, parse_duration, u32_value};
 use super::route::{regex, string_matcher};
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit as EnvoyLocalRateLimit;
+use envoy_types::pb::envoy::r#type::v3::TokenBucket;
+
+use crate::model::config::VirtualService;
 use crate::model::istio::networking::{HeaderOperations, HttpRoute, Percent, StringMatch};
+use crate::model::rate_limit::{LOCAL_RATE_LIMIT_ANNOTATION, LocalRateLimit};
 
 /// Istio's retry conditions when a route sets no `retryOn`, and when it sets no `retries`.
 const DEFAULT_RETRY_ON: &str =
@@ -227,4 +233,44 @@ pub fn query_params(params: &BTreeMap<String, StringMatch>) -> Vec<QueryParamete
             }
         })
         .collect()
+}
+
+/// The virtual host's local rate limit (our `traffic.hostmesh.io/local-rate-limit`
+/// annotation on the `VirtualService`): one token bucket per destination in each proxy,
+/// refused requests answered 429 with `retry-after`.
+pub fn local_rate_limit(vs: &VirtualService) -> Option<HashMap<String, Any>> {
+    let text = vs.meta.annotations.get(LOCAL_RATE_LIMIT_ANNOTATION)?;
+    // Validation refused malformed values.
+    let limit = LocalRateLimit::parse(text).ok()?;
+    let always = || RuntimeFractionalPercent {
+        default_value: Some(FractionalPercent {
+            numerator: 100,
+            denominator: DenominatorType::Hundred as i32,
+        }),
+        runtime_key: String::new(),
+    };
+    let config = EnvoyLocalRateLimit {
+        stat_prefix: LOCAL_RATE_LIMIT_STATS.to_owned(),
+        token_bucket: Some(TokenBucket {
+            max_tokens: limit.burst,
+            tokens_per_fill: u32_value(limit.tokens),
+            fill_interval: Some(duration(limit.interval)),
+        }),
+        filter_enabled: Some(always()),
+        filter_enforced: Some(always()),
+        response_headers_to_add: vec![HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "retry-after".to_owned(),
+                value: limit.retry_after_secs().to_string(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Some(HashMap::from([(
+        LOCAL_RATE_LIMIT_FILTER.to_owned(),
+        pack_any(config),
+    )]))
 }

@@ -94,6 +94,9 @@ fn render_any(type_url: &str, bytes: &[u8]) -> String {
         n if n == TcpProxy::full_name() => d::<TcpProxy>(bytes),
         n if n == Router::full_name() => d::<Router>(bytes),
         n if n == HttpFault::full_name() => d::<HttpFault>(bytes),
+        n if n == envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit::full_name() => {
+            d::<envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit>(bytes)
+        }
         n if n == PreviousHostsPredicate::full_name() => d::<PreviousHostsPredicate>(bytes),
         n if n == TlsInspector::full_name() => d::<TlsInspector>(bytes),
         n if n == UpstreamTlsContext::full_name() => d::<UpstreamTlsContext>(bytes),
