@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::drain::DrainWatcher;
 use crate::metrics::{Direction, Metrics};
-use crate::pool::{Body, BoxError, Pool, PoolKey};
+use crate::pool::{Body, BoxError, Pool, PoolKey, UpstreamError};
 use crate::tls::Codec;
 
 /// Limits on what a downstream client may send.
@@ -190,12 +190,57 @@ pub(crate) async fn forward(
     authority: &str,
 ) -> Response<Body> {
     let (metrics, direction) = up.metrics;
-    let response = exchange(up, req, authority).await;
+    let response = match exchange(&up, req, authority).await {
+        Ok(r) => r,
+        Err(f) => f.response(),
+    };
     metrics.request(direction, response.status().as_u16());
     response
 }
 
-async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str) -> Response<Body> {
+/// Why one exchange with an upstream produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The client's request (authority, path or body) was unusable: 400.
+    BadRequest,
+    /// No connection (TCP, TLS) could be made: 503.
+    Connect,
+    /// The connection broke before response headers: 503.
+    Reset,
+    /// The timeout passed before response headers: 504.
+    Timeout,
+}
+
+impl Failure {
+    pub(crate) fn response(self) -> Response<Body> {
+        match self {
+            Self::BadRequest => {
+                let mut r = error_response(StatusCode::BAD_REQUEST, "malformed request");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            Self::Connect | Self::Reset => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error")
+            }
+            Self::Timeout => {
+                error_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+            }
+        }
+    }
+}
+
+/// One exchange: the request goes to `up` once; the response comes back with hop-by-hop
+/// headers removed (or, after `101`, the connection is spliced).
+pub(crate) async fn exchange<B>(
+    up: &Upstream<'_>,
+    mut req: Request<B>,
+    authority: &str,
+) -> Result<Response<Body>, Failure>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let upgrade = up.key.codec == Codec::Http1
         && req.version() == Version::HTTP_11
         && is_upgrade(req.headers());
@@ -227,14 +272,14 @@ async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str)
     };
     parts.uri = match uri {
         Ok(uri) => uri,
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "unusable authority or path"),
+        Err(_) => return Err(Failure::BadRequest),
     };
     // Tells a broken client body (400) from a broken upstream (503).
     let body_failed = Arc::new(AtomicBool::new(false));
     let flag = body_failed.clone();
     let body = body.map_err(move |e| {
         flag.store(true, Ordering::Relaxed);
-        BoxError::from(e)
+        e.into()
     });
     let req = Request::from_parts(parts, body.boxed_unsync());
     let addr = up.key.addr;
@@ -244,7 +289,7 @@ async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str)
             Ok(r) => r,
             Err(_) => {
                 tracing::info!(%addr, timeout = ?t, "upstream request timed out");
-                return error_response(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout");
+                return Err(Failure::Timeout);
             }
         },
         None => send.await,
@@ -253,15 +298,15 @@ async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str)
         Ok(r) => r,
         Err(error) if body_failed.load(Ordering::Relaxed) => {
             tracing::info!(%addr, %error, "malformed request body");
-            let mut response = error_response(StatusCode::BAD_REQUEST, "malformed request body");
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return Err(Failure::BadRequest);
+        }
+        Err(error @ UpstreamError::Http { .. }) => {
+            tracing::info!(%addr, %error, "upstream request failed");
+            return Err(Failure::Reset);
         }
         Err(error) => {
-            tracing::info!(%addr, %error, "upstream request failed");
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error");
+            tracing::info!(%addr, %error, "upstream connection failed");
+            return Err(Failure::Connect);
         }
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -283,7 +328,7 @@ async fn exchange(up: Upstream<'_>, mut req: Request<Incoming>, authority: &str)
     } else {
         strip_hop_by_hop(response.headers_mut(), false);
     }
-    response.map(|b| b.map_err(Into::into).boxed_unsync())
+    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
 }
 
 #[cfg(test)]

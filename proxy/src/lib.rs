@@ -17,6 +17,7 @@ mod listener;
 pub mod metrics;
 pub mod outbound;
 pub mod pool;
+mod route_exec;
 pub mod tls;
 pub mod xds;
 

@@ -37,10 +37,17 @@ pub struct RequestLabels {
     pub response_code: u16,
 }
 
+/// Envoy's response flag of a locally generated answer (`UO`, `URX`, `FI`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlagLabels {
+    pub response_flags: &'static str,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     connections: Family<ConnectionLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    flags: Family<FlagLabels, Counter>,
 }
 
 impl Metrics {
@@ -57,6 +64,24 @@ impl Metrics {
             "HTTP requests answered, by direction and response code",
             self.requests.clone(),
         );
+        sub.register(
+            "response_flags",
+            "Outbound requests answered or delayed by the proxy itself, by Envoy response flag",
+            self.flags.clone(),
+        );
+    }
+
+    pub(crate) fn response_flag(&self, response_flags: &'static str) {
+        self.flags
+            .get_or_create(&FlagLabels { response_flags })
+            .inc();
+    }
+
+    /// How many answers carried `flag` (for tests and the admin page).
+    pub fn response_flags(&self, response_flags: &'static str) -> u64 {
+        self.flags
+            .get_or_create(&FlagLabels { response_flags })
+            .get()
     }
 
     pub(crate) fn connection(&self, direction: Direction, outcome: Outcome) {

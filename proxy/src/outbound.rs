@@ -11,12 +11,14 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{Cluster, ProxyConfig, ServiceTarget, UnknownDestination, UpstreamTls};
+use crate::config::{
+    Cluster, ProxyConfig, RequestInfo, ServiceTarget, UnknownDestination, UpstreamTls,
+};
 use crate::drain::DrainWatcher;
-use crate::http_proxy::{self as http, Upstream, error_response};
+use crate::http_proxy::{self as http, error_response};
 use crate::listener::{accept_loop, original_dst};
 use crate::metrics::{Direction, Outcome};
-use crate::pool::{Body, PoolKey, UpstreamError, connect_tcp};
+use crate::pool::{Body, UpstreamError, connect_tcp};
 use crate::tls::Codec;
 use crate::{Proxy, TCP_BUFFER};
 
@@ -172,33 +174,18 @@ async fn route_request(
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "service is no longer HTTP");
     };
     let authority = http::authority(&req).unwrap_or_else(|| dst.to_string());
-    let Some(route) = table.route(&authority, req.uri().path(), req.headers()) else {
+    let info = RequestInfo {
+        method: req.method(),
+        authority: &authority,
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let Some(route) = table.find(&info) else {
         tracing::debug!(%dst, %authority, path = req.uri().path(), "no route");
         return error_response(StatusCode::NOT_FOUND, "no route");
     };
-    let cluster = route.clusters().pick();
-    let Some(picked) = cluster.pick() else {
-        tracing::debug!(%dst, cluster = cluster.name(), "no endpoint");
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
-    };
-    let codec = if service.protocol().is_h2() || cluster.http2() {
-        Codec::Http2
-    } else {
-        Codec::Http1
-    };
-    let up = Upstream {
-        pool: &proxy.pool,
-        key: PoolKey {
-            addr: picked.endpoint().address(),
-            tls: picked.endpoint().tls().clone(),
-            codec,
-        },
-        connect_timeout: cluster.connect_timeout(),
-        timeout: route.timeout(),
-        metrics: (&proxy.metrics, Direction::Outbound),
-    };
-    tracing::debug!(%dst, %authority, route = route.name(), cluster = cluster.name(), endpoint = %up.key.addr, "routed");
-    let response = http::forward(up, req, &authority).await;
-    drop(picked);
-    response
+    let h2 = service.protocol().is_h2();
+    crate::route_exec::serve(&proxy, dst, h2, route, req, authority).await
 }

@@ -12,13 +12,15 @@ use super::cluster::{Cluster, Endpoint, UpstreamTls};
 use super::inbound::{InboundConfig, InboundPort};
 use super::outbound::{OutboundConfig, Service, ServiceTarget};
 use super::route::{
-    HeaderMatch, HeaderValueMatch, PathMatch, Route, RouteTable, VirtualHost, WeightedClusters,
+    HeaderMatch, HeaderSource, HeaderValueMatch, PathMatch, Route, RouteTable, VirtualHost,
+    WeightedClusters,
 };
 use super::spec::{
     ClusterSpec, ConfigSpec, HeaderValueSpec, PathMatchSpec, RouteSpec, ServiceSpec, TargetSpec,
     UpstreamTlsSpec,
 };
 use super::{ConfigError, ConfigErrors, ProxyConfig};
+use route_policy::route_policy;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,14 +147,23 @@ fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster
         return None;
     }
     let timeout = c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    Some(Cluster::new(
-        c.name.clone(),
-        endpoints,
-        c.lb,
-        tls,
-        timeout,
-        c.http2,
-    ))
+    if let Some(o) = &c.outlier
+        && o.max_ejection_percent > 100
+    {
+        problems.add(at, "max_ejection_percent is above 100");
+    }
+    if let Some((percent, _)) = c.thresholds.retry_budget
+        && !(0.0..=100.0).contains(&percent)
+    {
+        problems.add(at, "retry budget percent is not within 0-100");
+    }
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(
+        Cluster::new(c.name.clone(), endpoints, c.lb, tls, timeout, c.http2)
+            .with_resilience(c.thresholds.clone(), c.outlier.clone()),
+    )
 }
 
 fn upstream_tls(spec: &UpstreamTlsSpec, at: &str, problems: &mut Problems) -> UpstreamTls {
@@ -202,11 +213,19 @@ fn service(
                 if vh.domains.is_empty() {
                     problems.add(&at, "has no domains");
                 }
+                let bucket = vh
+                    .rate_limit
+                    .as_ref()
+                    .and_then(|rl| route_policy::token_bucket(rl, &at, problems));
                 let routes = vh
                     .routes
                     .iter()
                     .filter_map(|r| {
                         route(r, &format!("{at} route {:?}", r.name), clusters, problems)
+                    })
+                    .map(|mut r| {
+                        r.rate_limit = bucket.clone();
+                        r
                     })
                     .collect();
                 hosts.push(VirtualHost {
@@ -251,27 +270,28 @@ fn route(
     };
     let mut headers = Vec::new();
     for h in &r.headers {
-        let name = match http::HeaderName::from_bytes(h.name.as_bytes()) {
-            Ok(n) => n,
-            Err(_) => {
-                problems.add(at, format!("{:?} is not a header name", h.name));
-                continue;
-            }
+        let source = match h.name.as_str() {
+            ":method" => HeaderSource::Method,
+            ":authority" => HeaderSource::Authority,
+            ":scheme" => HeaderSource::Scheme,
+            ":path" => HeaderSource::Path,
+            name => match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => HeaderSource::Header(n),
+                Err(_) => {
+                    problems.add(at, format!("{:?} is not a header name", h.name));
+                    continue;
+                }
+            },
         };
-        let value = match &h.value {
-            HeaderValueSpec::Present => Some(HeaderValueMatch::Present),
-            HeaderValueSpec::Exact(v) => Some(HeaderValueMatch::Exact(v.clone())),
-            HeaderValueSpec::Prefix(v) => Some(HeaderValueMatch::Prefix(v.clone())),
-            HeaderValueSpec::Regex(re) => anchored(re, at, problems).map(HeaderValueMatch::Regex),
-        };
-        if let Some(value) = value {
+        if let Some(value) = value_match(&h.value, at, problems) {
             headers.push(HeaderMatch {
-                name,
+                source,
                 value,
                 invert: h.invert,
             });
         }
     }
+    let policy = route_policy(&r.policy, at, problems);
     let mut weighted = Vec::new();
     for wc in &r.clusters {
         match clusters.get(wc.cluster.as_str()) {
@@ -280,8 +300,13 @@ fn route(
             None => problems.add(at, format!("cluster {:?} does not exist", wc.cluster)),
         }
     }
-    if r.clusters.is_empty() || (weighted.is_empty() && problems.0.len() == before) {
+    let redirects = r.policy.redirect.is_some();
+    if !redirects && (r.clusters.is_empty() || (weighted.is_empty() && problems.0.len() == before))
+    {
         problems.add(at, "sends to no cluster (no cluster with a weight above 0)");
+    }
+    if redirects && !r.clusters.is_empty() {
+        problems.add(at, "both redirects and sends to clusters");
     }
     if r.timeout == Some(Duration::ZERO) {
         problems.add(at, "timeout 0; leave it unset for no timeout");
@@ -295,6 +320,17 @@ fn route(
         headers,
         clusters: WeightedClusters::new(weighted),
         timeout: r.timeout,
+        policy: policy?,
+        rate_limit: None,
+    })
+}
+
+fn value_match(v: &HeaderValueSpec, at: &str, problems: &mut Problems) -> Option<HeaderValueMatch> {
+    Some(match v {
+        HeaderValueSpec::Present => HeaderValueMatch::Present,
+        HeaderValueSpec::Exact(v) => HeaderValueMatch::Exact(v.clone()),
+        HeaderValueSpec::Prefix(v) => HeaderValueMatch::Prefix(v.clone()),
+        HeaderValueSpec::Regex(re) => HeaderValueMatch::Regex(anchored(re, at, problems)?),
     })
 }
 
@@ -309,5 +345,6 @@ fn anchored(re: &str, at: &str, problems: &mut Problems) -> Option<Regex> {
     }
 }
 
+mod route_policy;
 #[cfg(test)]
 mod tests;

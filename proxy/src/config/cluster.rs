@@ -11,6 +11,10 @@ use hostmesh_ca::SpiffeId;
 use rand::Rng;
 
 use super::LbPolicy;
+use super::policy::AttemptOutcome;
+use super::resilience::{
+    Admitted, Breaker, Detector, EndpointHealth, OutlierSettings, RetryAdmitted, Thresholds,
+};
 
 /// How the proxy secures connections to a cluster's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +33,7 @@ pub struct Endpoint {
     labels: BTreeMap<String, String>,
     tls: UpstreamTls,
     in_flight: AtomicUsize,
+    health: EndpointHealth,
 }
 
 impl Endpoint {
@@ -44,6 +49,7 @@ impl Endpoint {
             labels,
             tls,
             in_flight: AtomicUsize::new(0),
+            health: EndpointHealth::default(),
         }
     }
 
@@ -83,6 +89,8 @@ pub struct Cluster {
     connect_timeout: Duration,
     http2: bool,
     next: AtomicU64,
+    breaker: Breaker,
+    outlier: Option<Detector>,
 }
 
 /// An endpoint chosen for one request; counts as in flight until dropped.
@@ -127,7 +135,49 @@ impl Cluster {
             connect_timeout,
             http2,
             next: AtomicU64::new(0),
+            breaker: Breaker::new(Thresholds::default(), http2),
+            outlier: None,
         }
+    }
+
+    /// Sets the circuit breaker's thresholds and outlier detection.
+    pub(crate) fn with_resilience(
+        mut self,
+        thresholds: Thresholds,
+        outlier: Option<OutlierSettings>,
+    ) -> Self {
+        self.breaker = Breaker::new(thresholds, self.http2);
+        self.outlier = outlier.map(Detector::new);
+        self
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        self.breaker.thresholds()
+    }
+
+    /// Admits a request through the circuit breaker (`None`: overflow, answer 503 `UO`).
+    pub async fn admit_request(&self) -> Option<Admitted<'_>> {
+        self.breaker.admit().await
+    }
+
+    /// Admits a retry within `max_retries` or the retry budget.
+    pub fn admit_retry(&self) -> Option<RetryAdmitted<'_>> {
+        self.breaker.admit_retry()
+    }
+
+    /// Reports how an attempt on `picked` ended, for outlier detection.
+    pub fn report(&self, picked: &Picked, outcome: AttemptOutcome) {
+        if let Some(d) = &self.outlier {
+            let all = self.endpoints.iter().map(|e| &e.health);
+            d.report(&picked.0.health, all, outcome);
+        }
+    }
+
+    /// Is the endpoint ejected by outlier detection now?
+    pub fn is_ejected(&self, e: &Endpoint) -> bool {
+        self.outlier
+            .as_ref()
+            .is_some_and(|d| d.is_ejected(&e.health))
     }
 
     pub fn name(&self) -> &str {
@@ -173,7 +223,21 @@ impl Cluster {
         if self.endpoints.is_empty() {
             return None;
         }
-        let chosen = match self.lb {
+        let mut chosen = self.pick_by_policy();
+        if self.outlier.is_some() && self.is_ejected(chosen) {
+            // Another pick by the policy, then any endpoint still admitted; none: no healthy
+            // upstream (Istio disables Envoy's panic routing with outlier detection).
+            chosen = self.pick_by_policy();
+            if self.is_ejected(chosen) {
+                chosen = self.endpoints.iter().find(|e| !self.is_ejected(e))?;
+            }
+        }
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked(chosen.clone()))
+    }
+
+    fn pick_by_policy(&self) -> &Arc<Endpoint> {
+        match self.lb {
             LbPolicy::RoundRobin => self.by_ticket(self.next.fetch_add(1, Ordering::Relaxed)),
             LbPolicy::Random => self.by_ticket(rand::rng().random()),
             LbPolicy::LeastRequest => {
@@ -184,9 +248,7 @@ impl Cluster {
                 let load = |e: &Endpoint| e.in_flight() as u64 * u64::from(other(e, a, b).weight);
                 if load(b) < load(a) { b } else { a }
             }
-        };
-        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Picked(chosen.clone()))
+        }
     }
 }
 

@@ -11,6 +11,9 @@ mod build;
 mod cluster;
 mod inbound;
 mod outbound;
+pub mod policy;
+pub mod rate_limit;
+pub mod resilience;
 mod route;
 pub mod spec;
 
@@ -22,7 +25,10 @@ use arc_swap::ArcSwap;
 pub use cluster::{Cluster, Endpoint, UpstreamTls};
 pub use inbound::{InboundConfig, InboundPort};
 pub use outbound::{OutboundConfig, Service, ServiceTarget};
-pub use route::{HeaderMatch, PathMatch, Route, RouteTable, VirtualHost, WeightedClusters};
+pub use policy::RoutePolicy;
+pub use route::{
+    HeaderMatch, PathMatch, RequestInfo, Route, RouteTable, VirtualHost, WeightedClusters,
+};
 pub use spec::ConfigSpec;
 
 /// The application protocol of a service or port.

@@ -10,6 +10,20 @@ use rand::Rng;
 use regex::Regex;
 
 use super::Cluster;
+use super::policy::RoutePolicy;
+use super::rate_limit::TokenBucket;
+
+/// What route matching looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a http::Method,
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    /// Without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
 
 /// Virtual hosts of one service, looked up by the request's authority.
 #[derive(Debug)]
@@ -95,12 +109,29 @@ impl RouteTable {
         suffix.or_else(prefix).map(|(_, i)| *i)
     }
 
-    /// The first route of the matching virtual host that matches the request.
+    /// The first route of the matching virtual host that matches a GET of `path` with
+    /// `headers`.
     pub fn route(&self, authority: &str, path: &str, headers: &HeaderMap) -> Option<&Route> {
-        self.virtual_host(authority)?
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        self.find(&RequestInfo {
+            method: &http::Method::GET,
+            authority,
+            scheme: "http",
+            path,
+            query,
+            headers,
+        })
+    }
+
+    /// The first route of the matching virtual host that matches the request.
+    pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Route> {
+        self.virtual_host(req.authority)?
             .routes
             .iter()
-            .find(|r| r.matches(path, headers))
+            .find(|r| r.matches_request(req))
     }
 }
 
@@ -136,8 +167,12 @@ pub struct Route {
     pub(crate) name: String,
     pub(crate) path: PathMatch,
     pub(crate) headers: Vec<HeaderMatch>,
+    /// Empty only when the route redirects.
     pub(crate) clusters: WeightedClusters,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) policy: RoutePolicy,
+    /// The virtual host's bucket, shared by its routes.
+    pub(crate) rate_limit: Option<Arc<TokenBucket>>,
 }
 
 impl Route {
@@ -153,9 +188,32 @@ impl Route {
         self.timeout
     }
 
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
+    }
+
+    pub fn rate_limit(&self) -> Option<&TokenBucket> {
+        self.rate_limit.as_deref()
+    }
+
+    /// The prefix the route matched on, for prefix rewrites and redirects (the whole path
+    /// for an exact match).
+    pub fn matched_prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => Some(p),
+            PathMatch::Regex(_) => None,
+        }
+    }
+
     /// `path` is the request's path without the query.
     pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
         self.path.matches(path) && self.headers.iter().all(|h| h.matches(headers))
+    }
+
+    pub fn matches_request(&self, req: &RequestInfo<'_>) -> bool {
+        self.path.matches(req.path)
+            && self.headers.iter().all(|h| h.matches_request(req))
+            && self.policy.query.iter().all(|q| q.matches(req.query))
     }
 }
 
@@ -185,33 +243,75 @@ pub enum HeaderValueMatch {
     Regex(Regex),
 }
 
+impl HeaderValueMatch {
+    pub fn matches_str(&self, value: &str) -> bool {
+        match self {
+            Self::Present => true,
+            Self::Exact(v) => value == v,
+            Self::Prefix(p) => value.starts_with(p.as_str()),
+            Self::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// What a header matcher reads: a header, or one of HTTP/2's pseudo-headers (which the
+/// request carries outside its header map).
+#[derive(Debug, Clone)]
+pub enum HeaderSource {
+    Header(http::HeaderName),
+    Method,
+    Authority,
+    Scheme,
+    Path,
+}
+
 #[derive(Debug)]
 pub struct HeaderMatch {
-    pub(crate) name: http::HeaderName,
+    pub(crate) source: HeaderSource,
     pub(crate) value: HeaderValueMatch,
     pub(crate) invert: bool,
 }
 
 impl HeaderMatch {
     /// Multiple values of one header are matched as their comma-joined list, like Envoy.
+    /// Pseudo-headers count as absent here; [`Self::matches_request`] sees them.
     pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let values: Vec<&str> = headers
-            .get_all(&self.name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let found = if values.is_empty() {
-            false
-        } else {
-            let joined = values.join(",");
-            match &self.value {
-                HeaderValueMatch::Present => true,
-                HeaderValueMatch::Exact(v) => joined == *v,
-                HeaderValueMatch::Prefix(p) => joined.starts_with(p.as_str()),
-                HeaderValueMatch::Regex(r) => r.is_match(&joined),
-            }
+        let found = match &self.source {
+            HeaderSource::Header(name) => header_matches(headers, name, &self.value),
+            _ => false,
         };
         found != self.invert
+    }
+
+    pub fn matches_request(&self, req: &RequestInfo<'_>) -> bool {
+        let found = match &self.source {
+            HeaderSource::Header(name) => header_matches(req.headers, name, &self.value),
+            HeaderSource::Method => self.value.matches_str(req.method.as_str()),
+            HeaderSource::Authority => self.value.matches_str(req.authority),
+            HeaderSource::Scheme => self.value.matches_str(req.scheme),
+            HeaderSource::Path => self.value.matches_str(req.path),
+        };
+        found != self.invert
+    }
+}
+
+/// Does `value` match the comma-joined values of header `name` (absent: no)?
+fn header_matches(headers: &HeaderMap, name: &http::HeaderName, value: &HeaderValueMatch) -> bool {
+    let mut values = headers.get_all(name).iter();
+    let Some(Ok(first)) = values.next().map(|v| v.to_str()) else {
+        return false;
+    };
+    match values.next() {
+        // One value (the usual case): no joining, no allocation.
+        None => value.matches_str(first),
+        Some(second) => {
+            let mut joined = format!("{first},{}", second.to_str().unwrap_or_default());
+            for v in values.filter_map(|v| v.to_str().ok()) {
+                joined.push(',');
+                joined.push_str(v);
+            }
+            value.matches_str(&joined)
+        }
     }
 }
 
@@ -289,7 +389,7 @@ mod tests {
         headers.append("x-v", "a".parse().unwrap());
         headers.append("x-v", "b".parse().unwrap());
         let m = |value, invert| HeaderMatch {
-            name: http::HeaderName::from_static("x-v"),
+            source: HeaderSource::Header(http::HeaderName::from_static("x-v")),
             value,
             invert,
         };

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use super::resilience::{OutlierSettings, Thresholds};
 use super::{LbPolicy, MtlsMode, Protocol, UnknownDestination};
 
 /// Everything the proxy needs to route traffic, as delivered by the control plane.
@@ -34,6 +35,10 @@ pub struct ClusterSpec {
     /// The endpoints speak HTTP/2 (prior knowledge or ALPN `h2`) whatever the protocol of the
     /// service that routes to them (Envoy's `HttpProtocolOptions` with HTTP/2).
     pub http2: bool,
+    /// Circuit-breaker thresholds (Envoy's `circuit_breakers`, default priority).
+    pub thresholds: Thresholds,
+    /// Outlier detection, when enabled.
+    pub outlier: Option<OutlierSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +104,18 @@ pub struct VirtualHostSpec {
     pub domains: Vec<String>,
     /// Tried in order; the first match wins.
     pub routes: Vec<RouteSpec>,
+    /// One token bucket shared by the host's routes (Envoy's local rate limit).
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// A token bucket: `tokens_per_fill` added every `fill_interval`, at most `max_tokens`;
+/// refused requests get 429 with these response headers.
+#[derive(Debug, Clone)]
+pub struct RateLimitSpec {
+    pub max_tokens: u32,
+    pub tokens_per_fill: u32,
+    pub fill_interval: Duration,
+    pub response_headers: HeaderEditsSpec,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +128,80 @@ pub struct RouteSpec {
     pub clusters: Vec<WeightedClusterSpec>,
     /// Time allowed from the request until the upstream's response headers.
     pub timeout: Option<Duration>,
+    /// Everything else the route does: retries, faults, redirect, rewrites, header edits,
+    /// query matches.
+    pub policy: RoutePolicySpec,
+}
+
+/// The policies of one route (Envoy's route fields beyond match and destination).
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicySpec {
+    /// All must match; matched against the decoded query string.
+    pub query: Vec<QueryMatchSpec>,
+    pub retry: Option<RetrySpec>,
+    pub fault: Option<FaultSpec>,
+    /// Answer with a redirect instead of forwarding (the route then has no clusters).
+    pub redirect: Option<RedirectSpec>,
+    pub rewrite: RewriteSpec,
+    pub request_headers: HeaderEditsSpec,
+    pub response_headers: HeaderEditsSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryMatchSpec {
+    pub name: String,
+    pub value: HeaderValueSpec,
+}
+
+/// Envoy's `RetryPolicy`.
+#[derive(Debug, Clone, Default)]
+pub struct RetrySpec {
+    /// Envoy's conditions (`5xx`, `gateway-error`, `reset`, `connect-failure`, ...).
+    pub retry_on: Vec<String>,
+    pub num_retries: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// With `retriable-status-codes`.
+    pub retriable_status_codes: Vec<u32>,
+    /// Avoid endpoints already tried (`previous_hosts` predicate).
+    pub avoid_previous_hosts: bool,
+    /// How many picks may be tried to find an endpoint not tried before.
+    pub host_selection_attempts: u32,
+}
+
+/// The fault filter's per-route config. Fractions are in millionths.
+#[derive(Debug, Clone, Default)]
+pub struct FaultSpec {
+    pub delay: Option<(Duration, u32)>,
+    pub abort: Option<(u32, u32)>,
+}
+
+/// Envoy's `RedirectAction`: each part replaces the request's when set.
+#[derive(Debug, Clone, Default)]
+pub struct RedirectSpec {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    pub code: u32,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RewriteSpec {
+    /// Replaces the matched prefix (or exact path).
+    pub prefix: Option<String>,
+    /// (pattern, substitution with `\N` for capture groups), over the whole path.
+    pub regex: Option<(String, String)>,
+    /// Replaces the authority.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEditsSpec {
+    /// (name, value, append): append adds a value, otherwise the header is replaced.
+    pub add: Vec<(String, String, bool)>,
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

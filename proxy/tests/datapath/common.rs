@@ -130,6 +130,8 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
         },
         connect_timeout: Some(Duration::from_secs(5)),
         http2: false,
+        thresholds: Default::default(),
+        outlier: None,
     }
 }
 
@@ -146,6 +148,7 @@ pub fn route_to(clusters: &[(&str, u32)]) -> RouteSpec {
             })
             .collect(),
         timeout: None,
+        policy: Default::default(),
     }
 }
 
@@ -161,6 +164,7 @@ pub fn http_service(vip: SocketAddr, protocol: Protocol, routes: Vec<RouteSpec>)
                 name: "bill".into(),
                 domains: vec!["*".into()],
                 routes,
+                rate_limit: None,
             }],
         }),
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod istio;
 pub mod protocol;
 pub mod provenance;
+pub mod rate_limit;
 pub mod registration;
 pub mod snapshot;
 pub mod types;

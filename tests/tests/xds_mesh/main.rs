@@ -9,4 +9,6 @@ mod grpc;
 mod mesh;
 mod scenarios;
 mod tap;
+mod traffic;
+mod traffic_world;
 mod world;

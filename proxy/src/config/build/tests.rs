@@ -20,6 +20,8 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
         tls,
         connect_timeout: None,
         http2: false,
+        thresholds: Default::default(),
+        outlier: None,
     }
 }
 
@@ -36,6 +38,7 @@ fn route(name: &str, path: PathMatchSpec, clusters: &[(&str, u32)]) -> RouteSpec
             })
             .collect(),
         timeout: None,
+        policy: Default::default(),
     }
 }
 
@@ -51,6 +54,7 @@ fn http_service(name: &str, addr: &str, routes: Vec<RouteSpec>) -> ServiceSpec {
                 name: name.into(),
                 domains: vec!["*".into()],
                 routes,
+                rate_limit: None,
             }],
         }),
     }

@@ -34,6 +34,8 @@ use crate::config::spec::{ClusterSpec, EndpointSpec, UpstreamTlsSpec};
 const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 
 /// What a cluster turned into.
+// One per cluster per push, held briefly: a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Converted {
     Endpoints(ClusterSpec),
@@ -100,6 +102,8 @@ pub fn convert(
         d
     });
     let http2 = protocol_options(&mut c, &mut p);
+    let thresholds = super::cluster_resilience::thresholds(&mut c, &mut p);
+    let outlier = super::cluster_resilience::outlier(&mut c, &mut p);
 
     let tls = match c.transport_socket.take() {
         None => UpstreamTlsSpec::Plaintext,
@@ -185,6 +189,8 @@ pub fn convert(
         tls,
         connect_timeout,
         http2,
+        thresholds,
+        outlier,
     }))
 }
 

@@ -22,6 +22,8 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
@@ -31,7 +33,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use prost::Name;
 
-use super::super::wire::{Problems, unpack};
+use super::super::wire::{Problems, set_fields, unpack};
 use super::tls::{Socket, socket};
 use crate::config::spec::{RouteTableSpec, ServiceSpec, TargetSpec};
 use crate::config::{MtlsMode, Protocol};
@@ -312,9 +314,14 @@ fn http(mut hcm: HttpConnectionManager, at: &str, p: &mut Problems<'_>) -> Optio
     hcm.path_with_escaped_slashes_action = 0;
     for f in std::mem::take(&mut hcm.http_filters) {
         let router = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == Router::type_url());
-        if !router {
+        // The fault filter without faults of its own: routes configure it.
+        let fault = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == HttpFault::type_url() && a.value.is_empty());
+        // The local rate limit filter with no bucket of its own: virtual hosts configure it.
+        let rate_limit = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == LocalRateLimit::type_url()
+            && unpack::<LocalRateLimit>(a).is_ok_and(|mut l| { l.stat_prefix.clear(); set_fields(&l).is_empty() }));
+        if !router && !fault && !rate_limit {
             p.add(format!(
-                "{at}: http_filters {:?} is not supported (only the router)",
+                "{at}: http_filters {:?} is not supported (only the router, and the fault and local rate limit filters configured per route or virtual host)",
                 f.name
             ));
         }

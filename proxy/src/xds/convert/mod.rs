@@ -13,8 +13,10 @@
 //! configuration, is *pending*: valid, but not yet complete enough to apply.
 
 pub mod cluster;
+mod cluster_resilience;
 pub mod listener;
 pub mod route;
+pub mod route_policy;
 mod tls;
 
 #[cfg(test)]
@@ -125,6 +127,8 @@ fn empty_cluster(name: &str) -> ClusterSpec {
         tls: UpstreamTlsSpec::Plaintext,
         connect_timeout: None,
         http2: false,
+        thresholds: Default::default(),
+        outlier: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `RouteConfiguration` → [`RouteTableSpec`]: virtual hosts by domain, routes matched by path
-//! (prefix, exact, whole-path regex) and headers (exact, prefix, regex, present, inverted),
-//! sent to one cluster or split by weight, with a timeout (Envoy's default 15 s when unset,
-//! none when 0).
+//! (prefix, exact, whole-path regex), headers (exact, prefix, regex, present, inverted) and
+//! query parameters, sent to one cluster or split by weight, with a timeout (Envoy's default
+//! 15 s when unset, none when 0), or answered with a redirect; retries, faults, rewrites and
+//! header edits come from [`super::route_policy`].
 
 use std::time::Duration;
 
@@ -14,9 +15,10 @@ use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
 use super::super::wire::Problems;
 use super::cluster::duration;
+use super::route_policy;
 use crate::config::spec::{
-    HeaderMatchSpec, HeaderValueSpec, PathMatchSpec, RouteSpec, RouteTableSpec, VirtualHostSpec,
-    WeightedClusterSpec,
+    HeaderMatchSpec, HeaderValueSpec, PathMatchSpec, QueryMatchSpec, RoutePolicySpec, RouteSpec,
+    RouteTableSpec, VirtualHostSpec, WeightedClusterSpec,
 };
 
 /// Envoy's route timeout when the route sets none.
@@ -45,6 +47,8 @@ fn virtual_host(mut vh: VirtualHost, p: &mut Problems<'_>) -> VirtualHostSpec {
     let domains = std::mem::take(&mut vh.domains);
     let routes: Vec<Route> = std::mem::take(&mut vh.routes);
     let at = format!("virtual_hosts[{name:?}]");
+    let rate_limit =
+        route_policy::rate_limit(std::mem::take(&mut vh.typed_per_filter_config), &at, p);
     p.leftover(&at, &vh);
     let routes = routes
         .into_iter()
@@ -55,6 +59,7 @@ fn virtual_host(mut vh: VirtualHost, p: &mut Problems<'_>) -> VirtualHostSpec {
         name,
         domains,
         routes,
+        rate_limit,
     }
 }
 
@@ -71,13 +76,23 @@ fn route(mut r: Route, at: &str, p: &mut Problems<'_>) -> Option<RouteSpec> {
     r.decorator = None;
     let m = r.r#match.take().unwrap_or_default();
     let action = r.action.take();
+    let mut policy = RoutePolicySpec {
+        fault: route_policy::fault(&mut r, &at, p),
+        ..Default::default()
+    };
+    (policy.request_headers, policy.response_headers) = route_policy::header_edits(&mut r, &at, p);
     p.leftover(&at, &r);
-    let (path, headers) = route_match(m, &at, p)?;
+    let (path, headers, query) = route_match(m, &at, p)?;
+    policy.query = query;
     let (clusters, timeout) = match action {
-        Some(Action::Route(a)) => route_action(a, &at, p)?,
+        Some(Action::Route(a)) => route_action(a, &at, &mut policy, p)?,
+        Some(Action::Redirect(rd)) => {
+            policy.redirect = Some(route_policy::redirect(rd, &at, p));
+            (Vec::new(), None)
+        }
         _ => {
             p.add(format!(
-                "{at}: only a route action is supported (no redirect, direct response or filter action)"
+                "{at}: only a route or redirect action is supported (no direct response or filter action)"
             ));
             return None;
         }
@@ -88,6 +103,7 @@ fn route(mut r: Route, at: &str, p: &mut Problems<'_>) -> Option<RouteSpec> {
         headers,
         clusters,
         timeout,
+        policy,
     })
 }
 
@@ -95,7 +111,7 @@ fn route_match(
     mut m: RouteMatch,
     at: &str,
     p: &mut Problems<'_>,
-) -> Option<(PathMatchSpec, Vec<HeaderMatchSpec>)> {
+) -> Option<(PathMatchSpec, Vec<HeaderMatchSpec>, Vec<QueryMatchSpec>)> {
     let at = format!("{at}.match");
     if m.case_sensitive.take().is_some_and(|b| !b.value) {
         p.add(format!("{at}: case_sensitive false is not supported"));
@@ -115,8 +131,9 @@ fn route_match(
         .into_iter()
         .filter_map(|h| header(h, &at, p))
         .collect();
+    let query = route_policy::query(std::mem::take(&mut m.query_parameters), &at, p);
     p.leftover(&at, &m);
-    Some((path?, headers))
+    Some((path?, headers, query))
 }
 
 // The deprecated matchers are still what many servers send.
@@ -154,9 +171,12 @@ fn header(mut h: HeaderMatcher, at: &str, p: &mut Problems<'_>) -> Option<Header
 fn route_action(
     mut a: RouteAction,
     at: &str,
+    policy: &mut RoutePolicySpec,
     p: &mut Problems<'_>,
 ) -> Option<(Vec<WeightedClusterSpec>, Option<Duration>)> {
     let at = format!("{at}.route");
+    policy.retry = route_policy::retry(&mut a, &at, p);
+    policy.rewrite = route_policy::rewrite(&mut a, &at, p);
     // SERVICE_UNAVAILABLE (0) is what the proxy answers for a cluster without endpoints.
     if a.cluster_not_found_response_code != 0 {
         p.add(format!(

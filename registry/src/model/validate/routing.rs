@@ -13,6 +13,7 @@ use crate::model::istio::networking::{
     VirtualServiceSpec,
 };
 use crate::model::protocol::Protocol;
+use crate::model::rate_limit::{LOCAL_RATE_LIMIT_ANNOTATION, LocalRateLimit};
 use crate::model::types::is_dns1123_label;
 
 use super::networking::PROTOCOLS;
@@ -35,6 +36,14 @@ pub fn virtual_service(
     }
     for (i, g) in spec.gateways.iter().enumerate() {
         gateway_ref(&mut errs, &format!("spec.gateways[{i}]"), g);
+    }
+    if let Some(text) = meta.annotations.get(LOCAL_RATE_LIMIT_ANNOTATION)
+        && let Err(e) = LocalRateLimit::parse(text)
+    {
+        errs.push(
+            format!("metadata.annotations[{LOCAL_RATE_LIMIT_ANNOTATION:?}]"),
+            e,
+        );
     }
     if spec.http.is_empty() && spec.tls.is_empty() && spec.tcp.is_empty() {
         errs.push("spec", "at least one of http, tls and tcp must be set");

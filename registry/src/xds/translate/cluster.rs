@@ -136,6 +136,9 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
         c.typed_extension_protocol_options = http2_options();
     }
     apply_security(view, plan, &policy, &mut c);
+    if plan.service.resolution != Resolution::None {
+        super::resilience::apply(&policy, &mut c);
+    }
     c
 }
 

@@ -16,7 +16,14 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use envoy_types::util::pack_any;
 
-use super::names::{HTTP_CONNECTION_MANAGER, ROUTER, TCP_PROXY};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+
+use super::names::{
+    FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_STATS, ROUTER,
+    TCP_PROXY,
+};
 use super::proto::{ads, bool_value, network_filter};
 
 fn router() -> HttpFilter {
@@ -29,7 +36,33 @@ fn router() -> HttpFilter {
     }
 }
 
-/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS.
+/// The fault filter with no fault of its own: routes configure it (`typed_per_filter_config`).
+fn fault() -> HttpFilter {
+    HttpFilter {
+        name: FAULT_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            HttpFault::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+/// The local rate limit filter without a bucket of its own: virtual hosts configure it.
+fn local_rate_limit() -> HttpFilter {
+    HttpFilter {
+        name: LOCAL_RATE_LIMIT_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            LocalRateLimit {
+                stat_prefix: LOCAL_RATE_LIMIT_STATS.to_owned(),
+                ..Default::default()
+            },
+        ))),
+        ..Default::default()
+    }
+}
+
+/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS; the local rate limit
+/// and fault filters before the router.
 pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
@@ -37,7 +70,7 @@ pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
             config_source: Some(ads()),
             route_config_name: route_config_name.to_owned(),
         })),
-        http_filters: vec![router()],
+        http_filters: vec![local_rate_limit(), fault(), router()],
         ..Default::default()
     };
     network_filter(HTTP_CONNECTION_MANAGER, pack_any(hcm))

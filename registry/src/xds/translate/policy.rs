@@ -12,7 +12,8 @@ use crate::model::config::{
     ConfigObject, DestinationRule, MeshLocation, MtlsMode, PeerAuthentication,
 };
 use crate::model::istio::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
+    TrafficPolicy,
 };
 use crate::model::{Endpoint, Labels, Namespace, PortNumber, Service, Snapshot};
 
@@ -36,6 +37,9 @@ pub struct ClusterPolicy {
     pub tls: TlsMode,
     /// Extra SANs from `tls.subjectAltNames` (with `ISTIO_MUTUAL`).
     pub tls_sans: Vec<String>,
+    /// The connection pool in force (a more specific level replaces it whole, as Istio).
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 /// The policy of `port` (and `subset`) of the rule's host: the rule's traffic policy, then its
@@ -52,6 +56,8 @@ pub fn cluster_policy(
         connect_timeout: default_timeout,
         tls: TlsMode::Auto,
         tls_sans: Vec::new(),
+        connection_pool: None,
+        outlier_detection: None,
     };
     let Some(dr) = dr else { return p };
     let subset_policy = subset.and_then(|name| {
@@ -71,6 +77,9 @@ pub fn cluster_policy(
 }
 
 fn apply_traffic_policy(p: &mut ClusterPolicy, tp: &TrafficPolicy, port: PortNumber) {
+    if let Some(od) = &tp.outlier_detection {
+        p.outlier_detection = Some(od.clone());
+    }
     apply(
         p,
         tp.load_balancer.as_ref(),
@@ -82,6 +91,9 @@ fn apply_traffic_policy(p: &mut ClusterPolicy, tp: &TrafficPolicy, port: PortNum
         .iter()
         .find(|s| s.port.as_ref().and_then(|p| p.number) == Some(u32::from(port.get())));
     if let Some(s) = port_level {
+        if let Some(od) = &s.outlier_detection {
+            p.outlier_detection = Some(od.clone());
+        }
         apply(
             p,
             s.load_balancer.as_ref(),
@@ -105,6 +117,9 @@ fn apply(
             // UNSPECIFIED keeps the default; PASSTHROUGH is not translated.
             _ => {}
         }
+    }
+    if let Some(pool) = pool {
+        p.connection_pool = Some(pool.clone());
     }
     if let Some(t) = pool
         .and_then(|c| c.tcp.as_ref())

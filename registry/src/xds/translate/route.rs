@@ -10,12 +10,13 @@
 //! per `match` (matches for another `port` are skipped): `uri` exact/prefix/regex (and
 //! `ignoreUriCase`), `headers`, `withoutHeaders`, `method`, `authority` and `scheme`; the
 //! destinations (`weighted_clusters` when several; a subset selects its subset cluster;
-//! zero weights are dropped); and `timeout` (default: none, as Istio).
+//! zero weights are dropped); `timeout` (default: none, as Istio); `queryParams`; and the
+//! policies of [`super::route_policy`]: `retries`, `fault`, `redirect` routes, `rewrite` and
+//! `headers` (request and response; per-destination `headers` are not translated).
 //!
-//! Not translated yet, left out of the output: `queryParams`, `sourceLabels`,
-//! `sourceNamespace`; `redirect`, `directResponse` and `delegate` routes (skipped whole);
-//! `rewrite`, `retries`, `fault`, `mirror`/`mirrors`, `corsPolicy` and `headers`
-//! manipulation. `tls` and `tcp` routes are not translated either.
+//! Not translated yet, left out of the output: `sourceLabels`, `sourceNamespace`;
+//! `directResponse` and `delegate` routes (skipped whole); `mirror`/`mirrors`, `corsPolicy`.
+//! `tls` and `tcp` routes are not translated either.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,6 +32,7 @@ use envoy_types::pb::google::protobuf::Duration;
 
 use super::names;
 use super::proto::{bool_value, duration, parse_duration, u32_value};
+use super::route_policy;
 use super::view::View;
 use crate::model::config::{ServicePort, VirtualService};
 use crate::model::istio::networking::{HttpMatchRequest, HttpRoute, StringMatch};
@@ -70,6 +72,10 @@ fn virtual_host(
     used: &mut HashSet<String>,
 ) -> VirtualHost {
     let host = service.hostname.as_str();
+    let typed_per_filter_config = view
+        .virtual_service(host)
+        .and_then(route_policy::local_rate_limit)
+        .unwrap_or_default();
     let routes = match view.virtual_service(host) {
         Some(vs) => vs_routes(view, vs, port.number),
         None => vec![default_route(names::outbound_cluster(
@@ -85,6 +91,7 @@ fn virtual_host(
             .filter(|d| used.insert(d.clone()))
             .collect(),
         routes,
+        typed_per_filter_config,
         ..Default::default()
     }
 }
@@ -132,10 +139,25 @@ fn prefix_match() -> RouteMatch {
 fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Route> {
     let mut out = Vec::new();
     for http in &vs.spec.http {
-        let Some(action) = route_action(view, vs, http, port) else {
-            tracing::debug!(vs = %vs.meta.name, "http route without destinations (redirect, directResponse or delegate) is not translated yet");
-            continue;
+        let action = match (
+            route_policy::redirect(http),
+            route_action(view, vs, http, port),
+        ) {
+            (Some(redirect), _) => Action::Redirect(redirect),
+            (None, Some(mut action)) => {
+                route_policy::rewrite(http, &mut action);
+                Action::Route(action)
+            }
+            (None, None) => {
+                tracing::debug!(vs = %vs.meta.name, "http route without destinations (directResponse or delegate) is not translated yet");
+                continue;
+            }
         };
+        let (request_headers_to_add, request_headers_to_remove) =
+            route_policy::header_edits(http.headers.as_ref().and_then(|h| h.request.as_ref()));
+        let (response_headers_to_add, response_headers_to_remove) =
+            route_policy::header_edits(http.headers.as_ref().and_then(|h| h.response.as_ref()));
+        let typed_per_filter_config = route_policy::fault(http).unwrap_or_default();
         let matches: Vec<RouteMatch> = if http.matches.is_empty() {
             vec![prefix_match()]
         } else {
@@ -149,7 +171,12 @@ fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Rout
             out.push(Route {
                 name: http.name.clone().unwrap_or_default(),
                 r#match: Some(m),
-                action: Some(Action::Route(action.clone())),
+                action: Some(action.clone()),
+                typed_per_filter_config: typed_per_filter_config.clone(),
+                request_headers_to_add: request_headers_to_add.clone(),
+                request_headers_to_remove: request_headers_to_remove.clone(),
+                response_headers_to_add: response_headers_to_add.clone(),
+                response_headers_to_remove: response_headers_to_remove.clone(),
                 ..Default::default()
             });
         }
@@ -214,6 +241,7 @@ fn route_action(
     Some(RouteAction {
         cluster_specifier: Some(specifier),
         timeout: Some(timeout),
+        retry_policy: route_policy::retry_policy(http),
         ..Default::default()
     })
 }
@@ -253,18 +281,19 @@ fn route_match(m: &HttpMatchRequest) -> RouteMatch {
             .map(|_| false)
             .and_then(bool_value),
         headers,
+        query_parameters: route_policy::query_params(&m.query_params),
         ..Default::default()
     }
 }
 
-fn regex(r: &str) -> RegexMatcher {
+pub(super) fn regex(r: &str) -> RegexMatcher {
     RegexMatcher {
         regex: r.to_owned(),
         ..Default::default()
     }
 }
 
-fn string_matcher(sm: &StringMatch) -> Option<StringMatcher> {
+pub(super) fn string_matcher(sm: &StringMatch) -> Option<StringMatcher> {
     let pattern = if let Some(e) = &sm.exact {
         MatchPattern::Exact(e.clone())
     } else if let Some(p) = &sm.prefix {

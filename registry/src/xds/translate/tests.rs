@@ -12,10 +12,12 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext, UpstreamTlsContext,
@@ -33,6 +35,7 @@ pub const BILL: &str = include_str!("../../../tests/fixtures/bill.yaml");
 pub const TCP: &str = include_str!("../../../tests/fixtures/translate/tcp.yaml");
 pub const EXTERNAL: &str = include_str!("../../../tests/fixtures/translate/external.yaml");
 pub const NOVIP: &str = include_str!("../../../tests/fixtures/translate/novip.yaml");
+pub const TRAFFIC: &str = include_str!("../../../tests/fixtures/translate/traffic.yaml");
 pub const PEER_AUTH: &str = include_str!("../../../tests/fixtures/translate/peer-auth.yaml");
 
 /// A snapshot of the objects of the given YAML files (which must all be valid).
@@ -92,6 +95,11 @@ fn render_any(type_url: &str, bytes: &[u8]) -> String {
         n if n == HttpConnectionManager::full_name() => d::<HttpConnectionManager>(bytes),
         n if n == TcpProxy::full_name() => d::<TcpProxy>(bytes),
         n if n == Router::full_name() => d::<Router>(bytes),
+        n if n == HttpFault::full_name() => d::<HttpFault>(bytes),
+        n if n == envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit::full_name() => {
+            d::<envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit>(bytes)
+        }
+        n if n == PreviousHostsPredicate::full_name() => d::<PreviousHostsPredicate>(bytes),
         n if n == TlsInspector::full_name() => d::<TlsInspector>(bytes),
         n if n == UpstreamTlsContext::full_name() => d::<UpstreamTlsContext>(bytes),
         n if n == DownstreamTlsContext::full_name() => d::<DownstreamTlsContext>(bytes),
@@ -191,6 +199,20 @@ fn snapshot_external_dns_service() {
 #[test]
 fn snapshot_service_without_addresses() {
     insta::assert_snapshot!("service_without_addresses", render(&shared(&[NOVIP])));
+}
+
+#[test]
+fn snapshot_traffic_policies() {
+    let set = shared(&[TRAFFIC]);
+    let mut out = String::new();
+    for t in [type_url::CLUSTER, type_url::ROUTE] {
+        for r in set.of_type(t) {
+            out.push_str(&format!("### {:?}\n", r.name));
+            out.push_str(&render_any(&r.body.type_url, &r.body.value));
+            out.push('\n');
+        }
+    }
+    insta::assert_snapshot!("traffic_policies", out);
 }
 
 #[test]

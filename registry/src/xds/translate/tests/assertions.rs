@@ -386,8 +386,8 @@ spec:
     let set = shared(&[&bill_without_vs, vs]);
     let rc: RouteConfiguration = decode(&set, type_url::ROUTE, "9999");
     let routes = &rc.virtual_hosts[0].routes;
-    // The regex match is for port 8080 and the redirect is not translated yet.
-    assert_eq!(routes.len(), 2, "{routes:#?}");
+    // The regex match is for port 8080.
+    assert_eq!(routes.len(), 3, "{routes:#?}");
     let first = &routes[0];
     assert_eq!(first.name, "api");
     let m = first.r#match.as_ref().unwrap();
@@ -412,7 +412,18 @@ spec:
             "outbound|9999|v2|{BILL_HOST}"
         )))
     );
-    let Some(Action::Route(a)) = &routes[1].action else {
+    let Some(Action::Redirect(r)) = &routes[1].action else {
+        panic!("{:?}", routes[1].action)
+    };
+    assert_eq!(
+        r.path_rewrite_specifier,
+        Some(
+            envoy_types::pb::envoy::config::route::v3::redirect_action::PathRewriteSpecifier::PathRedirect(
+                "/moved".to_owned()
+            )
+        )
+    );
+    let Some(Action::Route(a)) = &routes[2].action else {
         panic!()
     };
     assert_eq!(

@@ -1,0 +1,219 @@
+//! A mesh for traffic-management scenarios: the control server fed a `ServiceEntry` for
+//! `shop` (two workloads, `v1` and `v2`, each behind its own proxy's inbound) plus the
+//! test's own `DestinationRule`/`VirtualService` YAML; `front`'s outbound at the VIP; apps
+//! that count what reaches them and answer as the test says.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::mesh::*;
+
+pub const SHOP: &str = "shop.demo.svc.cluster.local";
+
+/// What an app does with a request: the status to answer and how long to wait first.
+pub type Behaviour = Arc<dyn Fn(&Request<Incoming>) -> (u16, Duration) + Send + Sync>;
+
+/// A tiny HTTP/1.1 app: counts requests, answers by `behaviour`, and reports what it saw in
+/// response headers (`x-app`, `x-path` with the query, `x-host`, `x-saw-<name>` for each
+/// `x-` request header).
+pub struct App {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl App {
+    pub async fn start(name: &'static str, behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (behaviour, hits) = (behaviour.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let (status, delay) = behaviour(&req);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            let mut b = Response::builder()
+                                .status(status)
+                                .header("x-app", name)
+                                .header("x-path", req.uri().path_and_query().unwrap().as_str())
+                                .header(
+                                    "x-host",
+                                    req.headers()
+                                        .get("host")
+                                        .cloned()
+                                        .unwrap_or("none".parse().unwrap()),
+                                );
+                            for (k, v) in req.headers() {
+                                if let Some(rest) = k.as_str().strip_prefix("x-") {
+                                    b = b.header(format!("x-saw-{rest}"), v);
+                                }
+                            }
+                            b = b.header("server", "app");
+                            Ok::<_, Infallible>(
+                                b.body(Full::new(Bytes::from_static(b"ok"))).unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Always `status`, after `delay`.
+pub fn answer(status: u16, delay: Duration) -> Behaviour {
+    Arc::new(move |_| (status, delay))
+}
+
+pub struct TrafficWorld {
+    pub control: Control,
+    pub front: Host,
+    pub hosts: Vec<Host>,
+    pub vip: SocketAddr,
+}
+
+impl TrafficWorld {
+    /// `policy` is YAML appended to the service's (DestinationRule, VirtualService).
+    pub async fn start(apps: [&App; 2], policy: &str) -> Self {
+        let block = loopback_block();
+        let control = Control::start_with(snapshot(1, ""), true).await;
+        let front = control.host(ip(block, 20), "front", "front");
+        let vip = control
+            .outbound(&front, SocketAddr::new(ip(block, 10), 0))
+            .await;
+        let mut hosts = Vec::new();
+        let mut inbounds = Vec::new();
+        for ((n, name), app) in [(21, "v1"), (22, "v2")].into_iter().zip(apps) {
+            let host = control.host(ip(block, n), &format!("shop-{name}"), "shop");
+            inbounds.push(
+                control
+                    .inbound(&host, SocketAddr::new(ip(block, n), app.addr.port()))
+                    .await,
+            );
+            hosts.push(host);
+        }
+        let yaml = format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shop, namespace: demo}}
+spec:
+  hosts: [{SHOP}]
+  addresses: [{vip_ip}]
+  location: MESH_INTERNAL
+  ports: [{{number: {vip_port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: shop}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: shop-v1, namespace: demo}}
+spec:
+  address: {a}
+  ports: {{http: {ap}}}
+  labels: {{app: shop, version: v1}}
+  serviceAccount: shop
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: shop-v2, namespace: demo}}
+spec:
+  address: {b}
+  ports: {{http: {bp}}}
+  labels: {{app: shop, version: v2}}
+  serviceAccount: shop
+---
+{policy}"#,
+            vip_ip = vip.ip(),
+            vip_port = vip.port(),
+            a = inbounds[0].ip(),
+            ap = inbounds[0].port(),
+            b = inbounds[1].ip(),
+            bp = inbounds[1].port(),
+        );
+        control.publish(snapshot(2, &yaml)).await;
+        let mut world = Self {
+            control,
+            front,
+            hosts,
+            vip,
+        };
+        for h in &mut world.hosts {
+            world.control.start_xds(h);
+            h.ready().await;
+        }
+        world.control.start_xds(&mut world.front);
+        world.front.ready().await;
+        world
+    }
+
+    /// One request on a new connection.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Answer {
+        let tcp = TcpStream::connect(self.vip).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let response = tokio::time::timeout(BOUND, sender.send_request(req))
+            .await
+            .expect("an answer within the bound")
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(request("GET", path, &[])).await
+    }
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", SHOP);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+    }
+}
