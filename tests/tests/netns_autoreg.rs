@@ -89,9 +89,11 @@ fn an_auto_registered_host_appears_to_others_and_leaves_after_its_grace_period()
     };
     let mut vm_agent = Agent::start(&lab, &bins, &control, &vm, &vm_spec).unwrap();
     let vm_endpoint = format!("{}:8080", vm.ip());
-    wait_for("the vm's endpoint at front", Duration::from_secs(20), || {
-        front_endpoints(&front) == [vm_endpoint.clone()]
-    });
+    wait_for(
+        "the vm's endpoint at front",
+        Duration::from_secs(20),
+        || front_endpoints(&front) == [vm_endpoint.clone()],
+    );
 
     // Traffic by name, through both proxies: the app sees its local proxy and front's identity.
     let answer = front
@@ -129,12 +131,14 @@ fn an_auto_registered_host_appears_to_others_and_leaves_after_its_grace_period()
     std::thread::sleep(GRACE / 2);
     assert_eq!(
         front_endpoints(&front),
-        [vm_endpoint.clone()],
+        std::slice::from_ref(&vm_endpoint),
         "kept during the grace period"
     );
-    wait_for("the vm's endpoint to leave", GRACE + Duration::from_secs(20), || {
-        front_endpoints(&front).is_empty()
-    });
+    wait_for(
+        "the vm's endpoint to leave",
+        GRACE + Duration::from_secs(20),
+        || front_endpoints(&front).is_empty(),
+    );
     assert!(
         stopped.elapsed() >= GRACE,
         "removed after {:?}, before the grace period of {GRACE:?}",

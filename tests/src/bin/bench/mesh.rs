@@ -89,13 +89,13 @@ fn spec(account: &str, host: &Host, inbound: bool) -> AgentSpec {
         } else {
             Vec::new()
         },
-        workload_group: None,
         extra_yaml: format!(
-            "workloadName: bench-{account}\nhostIP: {ip}\nlogLevel: warn\n\
+            "hostIP: {ip}\nlogLevel: warn\n\
              interception:\n  excludedPorts: [{excluded}]\n  dnsCapture: false\n",
             ip = host.ip(),
             excluded = excluded.join(", "),
         ),
+        ..AgentSpec::default()
     }
 }
 
