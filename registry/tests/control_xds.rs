@@ -180,3 +180,50 @@ async fn no_certificate_no_config() {
     assert_eq!(code, Some(0));
     assert!(out.contains("(no agents connected)"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_while_agents_are_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.d");
+    std::fs::create_dir(&registry).unwrap();
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
+    let pki = Pki::new(dir.path());
+    let mut control = Control::start(
+        env!("CARGO_BIN_EXE_hostmesh-control"),
+        dir.path(),
+        &registry,
+    );
+    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
+    let mut agent = DeltaClient::open(
+        channel,
+        node("10.0.0.9", "front-vm", "demo"),
+        type_url::CLUSTER,
+        &["*"],
+    )
+    .await
+    .unwrap();
+    let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(5)).await;
+    agent.ack(&clusters).await;
+
+    // The stream stays open; SIGTERM still ends the process, cleanly, after its grace period.
+    let pid = rustix::process::Pid::from_raw(control.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = control.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "hostmesh-control still running 30 s after SIGTERM with an agent connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    // The agent sees its stream end rather than hanging.
+    let end = agent.next(Duration::from_secs(10)).await;
+    assert!(
+        end.is_err(),
+        "stream still delivering after the server stopped"
+    );
+}

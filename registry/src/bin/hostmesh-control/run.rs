@@ -28,6 +28,9 @@ use tracing::info;
 
 use crate::config::{ConfigErrors, ControlConfig, DEFAULT_CONFIG, Settings};
 
+/// How long a stop waits for open calls (ADS streams) before it drops them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Settings file; flags and environment variables override it.
@@ -157,12 +160,23 @@ async fn serve(args: ControlConfig) -> anyhow::Result<()> {
         HANDSHAKE_TIMEOUT,
     );
     let service = CertificateService::new(ca, policy, tokens, used);
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(service.into_server())
         .add_service(ads.service())
-        .serve_with_incoming_shutdown(incoming, stopped(stopping))
-        .await
-        .context("serving")?;
+        .serve_with_incoming_shutdown(incoming, stopped(stopping.clone()));
+    // A graceful stop waits for every open call, and ADS streams never end by themselves:
+    // after the grace period the remaining streams are dropped (agents reconnect elsewhere
+    // or keep serving their last good config).
+    let grace_over = async {
+        stopped(stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving")?,
+        () = grace_over => {
+            info!(grace = ?SHUTDOWN_GRACE, streams = ads.status().len(), "closing the ADS streams still open");
+        }
+    }
     drop(consul);
     drop(kubernetes);
     drop(auto_registration);
