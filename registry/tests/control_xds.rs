@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
@@ -53,18 +53,21 @@ fn replace(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+/// A registry folder (`registry.d`, the bill service with v1 at 10.0.0.5) under `dir`, the
+/// mesh's PKI, and the real server following that folder.
+fn start_control(dir: &Path) -> (PathBuf, Pki, Control) {
+    let registry = dir.join("registry.d");
+    std::fs::create_dir(&registry).unwrap();
+    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
+    let pki = Pki::new(dir);
+    let control = Control::start(env!("CARGO_BIN_EXE_hostmesh-control"), dir, &registry);
+    (registry, pki, control)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_follow_the_registry_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry.d");
-    std::fs::create_dir(&registry).unwrap();
-    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
-    let pki = Pki::new(dir.path());
-    let control = Control::start(
-        env!("CARGO_BIN_EXE_hostmesh-control"),
-        dir.path(),
-        &registry,
-    );
+    let (registry, pki, control) = start_control(dir.path());
 
     // An agent-like client gets the clusters, then the endpoints it asks for.
     let channel = connect(&control.address, pki.client(Some(FRONT))).await;
@@ -150,15 +153,7 @@ async fn agents_follow_the_registry_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_certificate_no_config() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry.d");
-    std::fs::create_dir(&registry).unwrap();
-    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
-    let pki = Pki::new(dir.path());
-    let control = Control::start(
-        env!("CARGO_BIN_EXE_hostmesh-control"),
-        dir.path(),
-        &registry,
-    );
+    let (_registry, pki, control) = start_control(dir.path());
     let channel = connect(&control.address, pki.client(None)).await;
     let outcome = match DeltaClient::open(
         channel,
@@ -184,15 +179,7 @@ async fn no_certificate_no_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_server_while_agents_are_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("registry.d");
-    std::fs::create_dir(&registry).unwrap();
-    replace(&registry, "bill.yaml", &bill_yaml("10.0.0.5"));
-    let pki = Pki::new(dir.path());
-    let mut control = Control::start(
-        env!("CARGO_BIN_EXE_hostmesh-control"),
-        dir.path(),
-        &registry,
-    );
+    let (_registry, pki, mut control) = start_control(dir.path());
     let channel = connect(&control.address, pki.client(Some(FRONT))).await;
     let mut agent = DeltaClient::open(
         channel,
