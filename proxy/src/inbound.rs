@@ -164,6 +164,7 @@ async fn app_request(
             addr: app,
             tls: UpstreamTls::Plaintext,
             codec,
+            max_requests: None,
         },
         connect_timeout: proxy.settings.connect_timeout,
         timeout: None,

@@ -50,6 +50,10 @@ impl Outbound {
     }
 }
 
+/// The downstream peer of an outbound request (in its extensions), for hashing on the source IP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DownstreamAddr(pub SocketAddr);
+
 async fn handle(
     proxy: Arc<Proxy>,
     tcp: TcpStream,
@@ -79,7 +83,10 @@ async fn handle(
         }
         ServiceTarget::Http(_) => {
             let p = proxy.clone();
-            let handler = move |req| route_request(p.clone(), dst, req);
+            let handler = move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(DownstreamAddr(peer));
+                route_request(p.clone(), dst, req)
+            };
             http::serve(tcp, None, &proxy.settings.http, handler, drain).await;
         }
     }

@@ -1,6 +1,9 @@
 //! Upstream connections: TCP (marked so interception skips them), optional mutual TLS, and
 //! HTTP connection pools per endpoint: idle HTTP/1.1 connections are reused, HTTP/2 ones are
-//! shared by every request to the endpoint.
+//! shared by every request to the endpoint. With a per-connection request limit (Envoy's
+//! `max_requests_per_connection`) a connection that has carried that many requests is
+//! retired: an HTTP/1.1 one is closed after its last response instead of going back to the
+//! idle list, an HTTP/2 one takes no new streams and closes when its open ones end.
 
 use std::collections::HashMap;
 use std::io;
@@ -79,6 +82,8 @@ pub struct PoolKey {
     pub tls: UpstreamTls,
     /// [`Codec::Http1`] or [`Codec::Http2`].
     pub codec: Codec,
+    /// Requests one connection carries before it is retired; unlimited when `None`.
+    pub max_requests: Option<u32>,
 }
 
 /// Settings for upstream connections.
@@ -101,10 +106,16 @@ impl Default for PoolSettings {
     }
 }
 
+/// A pooled connection's sender and how many requests it has carried.
+struct Counted<S> {
+    sender: S,
+    used: u32,
+}
+
 #[derive(Default)]
 struct Entry {
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
-    idle: Mutex<Vec<(Instant, http1::SendRequest<Body>)>>,
+    h2: tokio::sync::Mutex<Option<Counted<http2::SendRequest<Body>>>>,
+    idle: Mutex<Vec<(Instant, Counted<http1::SendRequest<Body>>)>>,
 }
 
 /// All upstream HTTP connection pools of one proxy.
@@ -164,10 +175,10 @@ impl Pool {
         }
         let mut req = req;
         let mut reused = self.idle_h1(&entry);
-        let (mut sender, response) = loop {
-            if let Some(mut sender) = reused.take() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => break (sender, response),
+        let (mut conn, response) = loop {
+            if let Some(mut conn) = reused.take() {
+                match conn.sender.try_send_request(req).await {
+                    Ok(response) => break (conn, response),
                     // The idle connection was closed before the request went out: the request
                     // comes back untouched, so it is safe to send it on a new connection.
                     Err(mut e) => match e.take_message() {
@@ -183,30 +194,39 @@ impl Pool {
             match self.connect(key, connect_timeout).await? {
                 Sender::H1(mut s) => {
                     let response = s.send_request(req).await.map_err(http)?;
-                    break (s, response);
+                    break (Counted { sender: s, used: 0 }, response);
                 }
                 // The server chose HTTP/2 although HTTP/1.1 was offered; go with it.
                 Sender::H2(mut s) => return s.send_request(req).await.map_err(http),
             }
         };
+        conn.used = conn.used.saturating_add(1);
+        if key.max_requests.is_some_and(|max| conn.used >= max) {
+            // Retired: dropped once the response is read, which closes the connection.
+            tracing::debug!(%addr, requests = conn.used, "connection retired after its request limit");
+            tokio::spawn(async move {
+                let _ = conn.sender.ready().await;
+            });
+            return Ok(response);
+        }
         // Back to the idle list once the response body is read (never after an upgrade).
         let max_idle = self.settings.max_idle_per_endpoint;
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() && !sender.is_closed() {
+            if conn.sender.ready().await.is_ok() && !conn.sender.is_closed() {
                 let mut idle = entry.idle.lock().unwrap_or_else(|p| p.into_inner());
                 if idle.len() < max_idle {
-                    idle.push((Instant::now(), sender));
+                    idle.push((Instant::now(), conn));
                 }
             }
         });
         Ok(response)
     }
 
-    fn idle_h1(&self, entry: &Entry) -> Option<http1::SendRequest<Body>> {
+    fn idle_h1(&self, entry: &Entry) -> Option<Counted<http1::SendRequest<Body>>> {
         let mut idle = entry.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((since, sender)) = idle.pop() {
-            if sender.is_ready() && since.elapsed() < self.settings.idle_timeout {
-                return Some(sender);
+        while let Some((since, conn)) = idle.pop() {
+            if conn.sender.is_ready() && since.elapsed() < self.settings.idle_timeout {
+                return Some(conn);
             }
         }
         None
@@ -220,12 +240,24 @@ impl Pool {
     ) -> Result<http2::SendRequest<Body>, UpstreamError> {
         // Held across the connect so concurrent requests share one new connection.
         let mut shared = entry.h2.lock().await;
-        if let Some(s) = shared.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
+        if let Some(conn) = shared.as_mut().filter(|c| !c.sender.is_closed()) {
+            let sender = conn.sender.clone();
+            conn.used = conn.used.saturating_add(1);
+            if key.max_requests.is_some_and(|max| conn.used >= max) {
+                // No new streams on it; it closes when its last handle and stream are done.
+                *shared = None;
+            }
+            return Ok(sender);
         }
         match self.connect(key, connect_timeout).await? {
             Sender::H2(s) => {
-                *shared = Some(s.clone());
+                let conn = Counted {
+                    sender: s.clone(),
+                    used: 1,
+                };
+                if key.max_requests.is_none_or(|max| max > 1) {
+                    *shared = Some(conn);
+                }
                 Ok(s)
             }
             // The server refused HTTP/2 (it agreed to HTTP/1.1 only).

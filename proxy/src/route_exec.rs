@@ -27,6 +27,7 @@ use crate::config::policy::AttemptOutcome;
 use crate::config::{Cluster, Route};
 use crate::http_proxy::{self as http, Failure, Upstream, error_response};
 use crate::metrics::Direction;
+use crate::outbound::DownstreamAddr;
 use crate::pool::{Body, PoolKey};
 use crate::tls::Codec;
 
@@ -116,6 +117,11 @@ async fn routed(
         None => authority,
     };
 
+    let hashed = policy.hash().hash(
+        &parts.headers,
+        parts.uri.query(),
+        parts.extensions.get::<DownstreamAddr>().map(|a| a.0.ip()),
+    );
     let cluster = route.clusters().pick();
     let codec = if h2_service || cluster.http2() {
         Codec::Http2
@@ -152,6 +158,7 @@ async fn routed(
                     &authority,
                     &mut tried,
                     retry.host_selection_attempts(),
+                    hashed.hash,
                 )
                 .await;
                 let outcome = match &result {
@@ -193,10 +200,15 @@ async fn routed(
             &authority,
             &mut tried,
             1,
+            hashed.hash,
         )
         .await
     };
-    finish(proxy, route, result)
+    let mut response = finish(proxy, route, result);
+    if let Some(cookie) = hashed.set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// Why an attempt produced no upstream response.
@@ -259,6 +271,7 @@ async fn attempt<B>(
     authority: &str,
     tried: &mut Vec<SocketAddr>,
     picks: u32,
+    hash: Option<u64>,
 ) -> Result<Response<Body>, Attempt>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -266,7 +279,9 @@ where
 {
     let mut picked = None;
     for _ in 0..picks.max(1) {
-        let Some(p) = cluster.pick() else { break };
+        let Some(p) = cluster.pick_hashed(hash) else {
+            break;
+        };
         let fresh = !tried.contains(&p.endpoint().address());
         picked = Some(p);
         if fresh {
@@ -287,6 +302,7 @@ where
             addr,
             tls: picked.endpoint().tls().clone(),
             codec,
+            max_requests: cluster.max_requests_per_connection(),
         },
         connect_timeout: cluster.connect_timeout(),
         timeout,

@@ -9,6 +9,7 @@ use hostmesh_ca::SpiffeId;
 use regex::Regex;
 
 use super::cluster::{Cluster, Endpoint, UpstreamTls};
+use super::hash_lb::{MAX_RING_SIZE, is_prime};
 use super::inbound::{InboundConfig, InboundPort};
 use super::outbound::{OutboundConfig, Service, ServiceTarget};
 use super::route::{
@@ -19,7 +20,7 @@ use super::spec::{
     ClusterSpec, ConfigSpec, HeaderValueSpec, PathMatchSpec, RouteSpec, ServiceSpec, TargetSpec,
     UpstreamTlsSpec,
 };
-use super::{ConfigError, ConfigErrors, ProxyConfig};
+use super::{ConfigError, ConfigErrors, LbPolicy, ProxyConfig};
 use route_policy::route_policy;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,12 +142,29 @@ fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster
             Some(spec) => upstream_tls(spec, &at, problems),
             None => tls.clone(),
         };
-        endpoints.push(Endpoint::new(e.address, e.weight, e.labels.clone(), tls));
+        endpoints.push(
+            Endpoint::new(e.address, e.weight, e.labels.clone(), tls).with_priority(e.priority),
+        );
     }
     if problems.0.len() != before {
         return None;
     }
     let timeout = c.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if c.max_requests_per_connection == Some(0) {
+        problems.add(at, "max_requests_per_connection is 0");
+    }
+    match c.lb {
+        LbPolicy::RingHash { min_ring_size } if min_ring_size > MAX_RING_SIZE => {
+            problems.add(
+                at,
+                format!("minimum_ring_size {min_ring_size} is above {MAX_RING_SIZE}"),
+            );
+        }
+        LbPolicy::Maglev { table_size } if !is_prime(table_size) => {
+            problems.add(at, format!("maglev table_size {table_size} is not a prime"));
+        }
+        _ => {}
+    }
     if let Some(o) = &c.outlier
         && o.max_ejection_percent > 100
     {
@@ -162,7 +180,8 @@ fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster
     }
     Some(
         Cluster::new(c.name.clone(), endpoints, c.lb, tls, timeout, c.http2)
-            .with_resilience(c.thresholds.clone(), c.outlier.clone()),
+            .with_resilience(c.thresholds.clone(), c.outlier.clone())
+            .with_max_requests_per_connection(c.max_requests_per_connection),
     )
 }
 

@@ -9,6 +9,8 @@
 
 mod build;
 mod cluster;
+pub mod hash_lb;
+pub mod hash_policy;
 mod inbound;
 mod outbound;
 pub mod policy;
@@ -59,6 +61,15 @@ pub enum LbPolicy {
     /// Power of two random choices, weighing in-flight requests by endpoint weight.
     LeastRequest,
     Random,
+    /// Envoy's ring hash: the request's hash picks an endpoint on a ring of at least
+    /// `min_ring_size` points (weights give endpoints their share of points).
+    RingHash {
+        min_ring_size: u64,
+    },
+    /// Maglev: the request's hash picks a slot of a table of `table_size` (a prime).
+    Maglev {
+        table_size: u64,
+    },
 }
 
 /// Inbound mutual TLS mode (Istio's `PeerAuthentication`).

@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use regex::Regex;
 
+use super::hash_policy::HashPolicy;
 use super::route::HeaderValueMatch;
 
 /// Everything a route does beyond choosing a cluster.
@@ -20,9 +21,15 @@ pub struct RoutePolicy {
     pub(crate) rewrite: Rewrite,
     pub(crate) request_headers: HeaderEdits,
     pub(crate) response_headers: HeaderEdits,
+    pub(crate) hash: HashPolicy,
 }
 
 impl RoutePolicy {
+    /// What the request hashes on for consistent-hash clusters (empty: nothing).
+    pub fn hash(&self) -> &HashPolicy {
+        &self.hash
+    }
+
     pub fn retry(&self) -> Option<&RetryPolicy> {
         self.retry.as_ref()
     }

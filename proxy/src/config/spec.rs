@@ -39,6 +39,9 @@ pub struct ClusterSpec {
     pub thresholds: Thresholds,
     /// Outlier detection, when enabled.
     pub outlier: Option<OutlierSettings>,
+    /// Requests one upstream connection carries before it is closed (Envoy's
+    /// `max_requests_per_connection`); unlimited when unset.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +52,8 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
     /// Overrides the cluster's TLS for this endpoint (Envoy's `transport_socket_matches`).
     pub tls: Option<UpstreamTlsSpec>,
+    /// The endpoint's priority (0 is the highest; from its locality group).
+    pub priority: u32,
 }
 
 /// How the proxy talks to a cluster's endpoints.
@@ -145,6 +150,23 @@ pub struct RoutePolicySpec {
     pub rewrite: RewriteSpec,
     pub request_headers: HeaderEditsSpec,
     pub response_headers: HeaderEditsSpec,
+    /// What requests hash on for `RING_HASH`/`MAGLEV` clusters (Envoy's `hash_policy`), each
+    /// with its `terminal` flag.
+    pub hash: Vec<(HashPolicySpec, bool)>,
+}
+
+/// One of Envoy's `RouteAction.hash_policy` entries.
+#[derive(Debug, Clone)]
+pub enum HashPolicySpec {
+    Header(String),
+    /// With a `ttl`, a request without the cookie gets one generated, set on the response.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
+    SourceIp,
+    QueryParameter(String),
 }
 
 #[derive(Debug, Clone)]

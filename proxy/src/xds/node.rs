@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 /// Who this host is, as the control server needs to know it.
@@ -24,6 +24,9 @@ pub struct NodeIdentity {
     pub labels: BTreeMap<String, String>,
     /// The `WorkloadGroup` to auto-register in.
     pub auto_register_group: Option<String>,
+    /// Where the host runs, `region[/zone[/subzone]]` (Envoy's `Node.locality`), for locality
+    /// load balancing.
+    pub locality: Option<String>,
 }
 
 fn string(s: impl Into<String>) -> Value {
@@ -71,10 +74,19 @@ impl NodeIdentity {
         if let Some(group) = &self.auto_register_group {
             fields.insert("AUTO_REGISTER_GROUP".to_owned(), string(group));
         }
+        let locality = self.locality.as_deref().map(|l| {
+            let mut parts = l.splitn(3, '/').map(str::to_owned);
+            Locality {
+                region: parts.next().unwrap_or_default(),
+                zone: parts.next().unwrap_or_default(),
+                sub_zone: parts.next().unwrap_or_default(),
+            }
+        });
         Node {
             id: self.id(),
             cluster: self.name.clone(),
             metadata: Some(Struct { fields }),
+            locality,
             ..Default::default()
         }
     }
@@ -94,6 +106,7 @@ mod tests {
             domain: "cluster.local".into(),
             labels: BTreeMap::from([("app".into(), "bill".into())]),
             auto_register_group: Some("bill".into()),
+            locality: Some("eu/eu-1".into()),
         };
         let node = n.node();
         assert_eq!(node.id, "sidecar~10.0.0.5~vm-1.demo~demo.svc.cluster.local");
@@ -105,5 +118,10 @@ mod tests {
             panic!("LABELS is a struct");
         };
         assert_eq!(labels.fields["app"], string("bill"));
+        let l = node.locality.unwrap_or_default();
+        assert_eq!(
+            (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()),
+            ("eu", "eu-1", "")
+        );
     }
 }

@@ -122,6 +122,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
                 weight: 1,
                 labels: BTreeMap::new(),
                 tls: None,
+                priority: 0,
             })
             .collect(),
         lb: LbPolicy::RoundRobin,
@@ -132,6 +133,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        max_requests_per_connection: None,
     }
 }
 

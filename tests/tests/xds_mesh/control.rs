@@ -71,7 +71,7 @@ impl Control {
         let (snapshots, rx) = watch::channel(first);
         let translator = Arc::new(Injecting {
             inner: MeshTranslator::new(TranslatorConfig::default()),
-            maglev: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
         });
         let ads = AdsServer::start(translator.clone(), rx);
         let control = Self {

@@ -34,21 +34,21 @@ pub const BOUND: Duration = Duration::from_secs(20);
 #[derive(Debug, Default)]
 pub struct Injecting {
     pub(crate) inner: MeshTranslator,
-    pub maglev: AtomicBool,
+    pub refused: AtomicBool,
 }
 
-pub const MAGLEV_CLUSTER: &str = "outbound|1|maglev|injected.demo.svc.cluster.local";
+pub const REFUSED_CLUSTER: &str = "outbound|1|refused|injected.demo.svc.cluster.local";
 
 impl Translator for Injecting {
     fn shared(&self, snapshot: &Snapshot) -> ResourceSet {
         let mut set = self.inner.shared(snapshot);
-        if self.maglev.load(Ordering::SeqCst) {
+        if self.refused.load(Ordering::SeqCst) {
             let c = Cluster {
-                name: MAGLEV_CLUSTER.into(),
-                lb_policy: LbPolicy::Maglev as i32,
+                name: REFUSED_CLUSTER.into(),
+                lb_policy: LbPolicy::ClusterProvided as i32,
                 ..Default::default()
             };
-            set.insert(Resource::new(MAGLEV_CLUSTER, pack_any(c)));
+            set.insert(Resource::new(REFUSED_CLUSTER, pack_any(c)));
         }
         set
     }
@@ -98,6 +98,7 @@ impl Control {
             domain: "cluster.local".into(),
             labels: BTreeMap::new(),
             auto_register_group: None,
+            locality: None,
         };
         let mut settings = ClientSettings::new(
             self.addr,

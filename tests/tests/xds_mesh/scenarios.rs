@@ -42,13 +42,14 @@ async fn an_unsupported_cluster_is_nacked_with_its_reason_and_traffic_keeps_flow
     world
         .control
         .translator
-        .maglev
+        .refused
         .store(true, Ordering::SeqCst);
     world.publish((100, 0)).await;
-    let reason = format!("Cluster {MAGLEV_CLUSTER:?}: lb_policy MAGLEV is not supported");
+    let reason =
+        format!("Cluster {REFUSED_CLUSTER:?}: lb_policy CLUSTER_PROVIDED is not supported");
     world
         .control
-        .wait_status("front NACKs the MAGLEV cluster", |nodes| {
+        .wait_status("front NACKs the refused cluster", |nodes| {
             nodes.iter().any(|n| {
                 n.id.contains("~front.demo~")
                     && n.types

@@ -9,8 +9,9 @@ use super::super::policy::{
 };
 use std::sync::Arc;
 
+use super::super::hash_policy::{HashOn, HashPolicy};
 use super::super::rate_limit::TokenBucket;
-use super::super::spec::{HeaderEditsSpec, RateLimitSpec, RoutePolicySpec};
+use super::super::spec::{HashPolicySpec, HeaderEditsSpec, RateLimitSpec, RoutePolicySpec};
 use super::{Problems, value_match};
 
 pub(super) fn route_policy(
@@ -115,7 +116,9 @@ pub(super) fn route_policy(
     }
     let request_headers = edits(&spec.request_headers, at, problems);
     let response_headers = edits(&spec.response_headers, at, problems);
+    let hash = hash_policy(&spec.hash, at, problems);
     (problems.0.len() == before).then_some(RoutePolicy {
+        hash,
         query,
         retry,
         fault,
@@ -124,6 +127,44 @@ pub(super) fn route_policy(
         request_headers,
         response_headers,
     })
+}
+
+fn hash_policy(spec: &[(HashPolicySpec, bool)], at: &str, problems: &mut Problems) -> HashPolicy {
+    let entries = spec
+        .iter()
+        .filter_map(|(on, terminal)| {
+            let on = match on {
+                HashPolicySpec::Header(name) => match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(h) => HashOn::Header(h),
+                    Err(_) => {
+                        problems.add(
+                            at,
+                            format!("hash policy header {name:?} is not a header name"),
+                        );
+                        return None;
+                    }
+                },
+                HashPolicySpec::Cookie { name, path, ttl } => {
+                    if name.is_empty() || name.contains([';', '=', ' ', '"']) {
+                        problems.add(
+                            at,
+                            format!("hash policy cookie name {name:?} is not a cookie name"),
+                        );
+                        return None;
+                    }
+                    HashOn::Cookie {
+                        name: name.clone(),
+                        path: path.clone(),
+                        ttl: *ttl,
+                    }
+                }
+                HashPolicySpec::SourceIp => HashOn::SourceIp,
+                HashPolicySpec::QueryParameter(name) => HashOn::QueryParameter(name.clone()),
+            };
+            Some((on, *terminal))
+        })
+        .collect();
+    HashPolicy { entries }
 }
 
 /// A virtual host's token bucket.

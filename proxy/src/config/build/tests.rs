@@ -15,6 +15,7 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
             weight: 1,
             labels: BTreeMap::new(),
             tls: None,
+            priority: 0,
         }],
         lb: LbPolicy::RoundRobin,
         tls,
@@ -22,6 +23,7 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        max_requests_per_connection: None,
     }
 }
 

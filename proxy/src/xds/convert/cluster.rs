@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
-    cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+    cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthStatus, address, config_source::ConfigSourceSpecifier, socket_address,
@@ -29,6 +29,7 @@ use prost::Name;
 use super::super::wire::{Problems, Rejection, unpack};
 use super::tls::{Socket, socket};
 use crate::config::LbPolicy as ProxyLb;
+use crate::config::hash_lb::{DEFAULT_MIN_RING_SIZE, DEFAULT_TABLE_SIZE};
 use crate::config::spec::{ClusterSpec, EndpointSpec, UpstreamTlsSpec};
 
 const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
@@ -82,6 +83,8 @@ pub fn convert(
         (Ok(LbPolicy::RoundRobin), _) => ProxyLb::RoundRobin,
         (Ok(LbPolicy::LeastRequest), _) => ProxyLb::LeastRequest,
         (Ok(LbPolicy::Random), _) => ProxyLb::Random,
+        (Ok(LbPolicy::RingHash), _) => ring_hash(c.lb_config.take(), &mut p),
+        (Ok(LbPolicy::Maglev), _) => maglev(c.lb_config.take(), &mut p),
         (Ok(other), _) => {
             p.add(format!(
                 "lb_policy {} is not supported",
@@ -101,7 +104,7 @@ pub fn convert(
         }
         d
     });
-    let http2 = protocol_options(&mut c, &mut p);
+    let (http2, max_requests_per_connection) = protocol_options(&mut c, &mut p);
     let thresholds = super::cluster_resilience::thresholds(&mut c, &mut p);
     let outlier = super::cluster_resilience::outlier(&mut c, &mut p);
 
@@ -191,7 +194,48 @@ pub fn convert(
         http2,
         thresholds,
         outlier,
+        max_requests_per_connection,
     }))
+}
+
+/// `RING_HASH` with its `ring_hash_lb_config` (Envoy's default minimum of 1024 points).
+fn ring_hash(config: Option<LbConfig>, p: &mut Problems<'_>) -> ProxyLb {
+    let min_ring_size = match config {
+        None => DEFAULT_MIN_RING_SIZE,
+        Some(LbConfig::RingHashLbConfig(mut r)) => {
+            let min = r
+                .minimum_ring_size
+                .take()
+                .map_or(DEFAULT_MIN_RING_SIZE, |v| v.value);
+            // The proxy's ring is bounded by its own maximum; the hash function is its own.
+            r.maximum_ring_size = None;
+            r.hash_function = 0;
+            p.leftover("ring_hash_lb_config", &r);
+            min
+        }
+        Some(_) => {
+            p.add("lb_config does not match lb_policy RING_HASH");
+            DEFAULT_MIN_RING_SIZE
+        }
+    };
+    ProxyLb::RingHash { min_ring_size }
+}
+
+/// `MAGLEV` with its `maglev_lb_config` (Envoy's default table of 65537).
+fn maglev(config: Option<LbConfig>, p: &mut Problems<'_>) -> ProxyLb {
+    let table_size = match config {
+        None => DEFAULT_TABLE_SIZE,
+        Some(LbConfig::MaglevLbConfig(mut m)) => {
+            let size = m.table_size.take().map_or(DEFAULT_TABLE_SIZE, |v| v.value);
+            p.leftover("maglev_lb_config", &m);
+            size
+        }
+        Some(_) => {
+            p.add("lb_config does not match lb_policy MAGLEV");
+            DEFAULT_TABLE_SIZE
+        }
+    };
+    ProxyLb::Maglev { table_size }
 }
 
 fn upstream_socket(
@@ -210,9 +254,13 @@ fn upstream_socket(
     }
 }
 
-/// `typed_extension_protocol_options`: explicit HTTP/1.1 or HTTP/2 only.
-fn protocol_options(c: &mut Cluster, p: &mut Problems<'_>) -> bool {
+/// `typed_extension_protocol_options`: explicit HTTP/1.1 or HTTP/2 only, with
+/// `common_http_protocol_options.max_requests_per_connection` (also taken from the deprecated
+/// cluster field). Returns (HTTP/2, the request limit per connection).
+#[allow(deprecated)]
+fn protocol_options(c: &mut Cluster, p: &mut Problems<'_>) -> (bool, Option<u32>) {
     let mut http2 = false;
+    let mut max_requests = c.max_requests_per_connection.take().map(|v| v.value);
     for (key, any) in std::mem::take(&mut c.typed_extension_protocol_options) {
         let at = format!("typed_extension_protocol_options[{key:?}]");
         if any.type_url != HttpProtocolOptions::type_url() {
@@ -243,9 +291,15 @@ fn protocol_options(c: &mut Cluster, p: &mut Problems<'_>) -> bool {
                 "{at}: upstream_protocol_options must be explicit HTTP/1.1 or HTTP/2"
             )),
         }
+        if let Some(mut common) = opts.common_http_protocol_options.take() {
+            if let Some(max) = common.max_requests_per_connection.take() {
+                max_requests = Some(max.value);
+            }
+            p.leftover(&format!("{at}.common_http_protocol_options"), &common);
+        }
         p.leftover(&at, &opts);
     }
-    http2
+    (http2, max_requests.filter(|m| *m > 0))
 }
 
 /// The endpoints of an assignment (unhealthy and draining ones left out, as Envoy does).
@@ -266,12 +320,6 @@ fn endpoints(
         p.add(format!("{prefix}named_endpoints is not supported"));
     }
     for (li, locality) in cla.endpoints.iter().enumerate() {
-        if locality.priority != 0 {
-            p.add(format!(
-                "{prefix}endpoints[{li}].priority {} is not supported (no failover between priorities)",
-                locality.priority
-            ));
-        }
         for (ei, e) in locality.lb_endpoints.iter().enumerate() {
             let at = format!("{prefix}endpoints[{li}].lb_endpoints[{ei}]");
             let health = HealthStatus::try_from(e.health_status).unwrap_or(HealthStatus::Unknown);
@@ -308,6 +356,7 @@ fn endpoints(
                     weight,
                     labels: BTreeMap::new(),
                     tls,
+                    priority: locality.priority,
                 });
             }
         }

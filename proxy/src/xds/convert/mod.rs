@@ -129,6 +129,7 @@ fn empty_cluster(name: &str) -> ClusterSpec {
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        max_requests_per_connection: None,
     }
 }
 

@@ -177,6 +177,7 @@ fn route_action(
     let at = format!("{at}.route");
     policy.retry = route_policy::retry(&mut a, &at, p);
     policy.rewrite = route_policy::rewrite(&mut a, &at, p);
+    policy.hash = route_policy::hash_policy(&mut a, &at, p);
     // SERVICE_UNAVAILABLE (0) is what the proxy answers for a cluster without endpoints.
     if a.cluster_not_found_response_code != 0 {
         p.add(format!(

@@ -27,8 +27,8 @@ use super::cluster::duration;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 
 use crate::config::spec::{
-    FaultSpec, HeaderEditsSpec, HeaderValueSpec, QueryMatchSpec, RateLimitSpec, RedirectSpec,
-    RetrySpec, RewriteSpec,
+    FaultSpec, HashPolicySpec, HeaderEditsSpec, HeaderValueSpec, QueryMatchSpec, RateLimitSpec,
+    RedirectSpec, RetrySpec, RewriteSpec,
 };
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
@@ -376,6 +376,56 @@ pub fn rate_limit(
             fill_interval,
             response_headers: headers,
         });
+    }
+    out
+}
+
+/// `hash_policy`: header (without a regex rewrite), cookie (name, path, ttl; no attributes),
+/// the source IP, query parameter; each with its `terminal` flag.
+pub fn hash_policy(
+    a: &mut RouteAction,
+    at: &str,
+    p: &mut Problems<'_>,
+) -> Vec<(HashPolicySpec, bool)> {
+    use envoy_types::pb::envoy::config::route::v3::route_action::hash_policy::PolicySpecifier;
+    let mut out = Vec::new();
+    for (i, h) in std::mem::take(&mut a.hash_policy).into_iter().enumerate() {
+        let at = format!("{at}.hash_policy[{i}]");
+        let spec = match h.policy_specifier {
+            Some(PolicySpecifier::Header(mut hd)) => {
+                let name = std::mem::take(&mut hd.header_name);
+                p.leftover(&at, &hd);
+                HashPolicySpec::Header(name.to_ascii_lowercase())
+            }
+            Some(PolicySpecifier::Cookie(mut c)) => {
+                let ttl = c.ttl.take().map(|d| duration(&d));
+                if ttl.is_some_and(|t| t.is_none()) {
+                    p.add(format!("{at}: cookie ttl is negative"));
+                }
+                let spec = HashPolicySpec::Cookie {
+                    name: std::mem::take(&mut c.name),
+                    path: Some(std::mem::take(&mut c.path)).filter(|s| !s.is_empty()),
+                    ttl: ttl.flatten(),
+                };
+                p.leftover(&at, &c);
+                spec
+            }
+            Some(PolicySpecifier::ConnectionProperties(c)) if c.source_ip => {
+                HashPolicySpec::SourceIp
+            }
+            Some(PolicySpecifier::QueryParameter(mut q)) => {
+                let name = std::mem::take(&mut q.name);
+                p.leftover(&at, &q);
+                HashPolicySpec::QueryParameter(name)
+            }
+            _ => {
+                p.add(format!(
+                    "{at}: only header, cookie, source IP and query parameter hashing are supported"
+                ));
+                continue;
+            }
+        };
+        out.push((spec, h.terminal));
     }
     out
 }

@@ -428,12 +428,12 @@ fn rejection(res: &Resources) -> String {
 #[test]
 fn unsupported_settings_are_rejected_naming_the_field() {
     let mut res = bill();
-    let mut maglev = eds_cluster(V1);
-    maglev.lb_policy = LbPolicy::Maglev as i32;
-    put(&mut res, ResourceType::Cluster, pack_any(maglev));
+    let mut provided = eds_cluster(V1);
+    provided.lb_policy = LbPolicy::ClusterProvided as i32;
+    put(&mut res, ResourceType::Cluster, pack_any(provided));
     assert_eq!(
         rejection(&res),
-        format!("Cluster {V1:?}: lb_policy MAGLEV is not supported")
+        format!("Cluster {V1:?}: lb_policy CLUSTER_PROVIDED is not supported")
     );
 
     let mut res = bill();
