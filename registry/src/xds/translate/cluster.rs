@@ -21,7 +21,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{
         ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy, TransportSocketMatch,
     },
 };
-use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as HttpProtocolOptionsCommon,
+    TransportSocket,
+};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions,
     http_protocol_options::{
@@ -38,7 +41,7 @@ use super::names::{
     TLS_MODE_KEY, is_http2,
 };
 use super::policy::{ClusterPolicy, TlsMode, cluster_policy, is_meshed};
-use super::proto::{ads, duration};
+use super::proto::{ads, duration, u32_value};
 use super::tls::{raw_buffer, upstream_mtls};
 use super::view::View;
 use crate::model::config::{Resolution, ServicePort, Subset};
@@ -108,6 +111,7 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
         name: plan.name.clone(),
         connect_timeout: Some(duration(policy.connect_timeout)),
         lb_policy: policy.lb as i32,
+        lb_config: super::load_balancing::lb_config(&policy),
         ..Default::default()
     };
     match plan.service.resolution {
@@ -121,6 +125,7 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
         Resolution::None => {
             c.cluster_discovery_type = discovery(DiscoveryType::OriginalDst);
             c.lb_policy = LbPolicy::ClusterProvided as i32;
+            c.lb_config = None;
         }
         Resolution::Dns | Resolution::DnsRoundRobin => {
             let (kind, first_only) = if plan.service.resolution == Resolution::Dns {
@@ -132,8 +137,16 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
             c.load_assignment = Some(dns_load_assignment(view, plan, first_only));
         }
     }
-    if is_http2(plan.port.protocol) {
-        c.typed_extension_protocol_options = http2_options();
+    let max_requests = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.http.as_ref())
+        .and_then(|h| h.max_requests_per_connection)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0 && plan.port.protocol.is_http());
+    if is_http2(plan.port.protocol) || max_requests.is_some() {
+        c.typed_extension_protocol_options =
+            protocol_options(is_http2(plan.port.protocol), max_requests);
     }
     apply_security(view, plan, &policy, &mut c);
     if plan.service.resolution != Resolution::None {
@@ -146,15 +159,27 @@ fn discovery(kind: DiscoveryType) -> Option<ClusterDiscoveryType> {
     Some(ClusterDiscoveryType::Type(kind as i32))
 }
 
-fn http2_options() -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+/// Explicit HTTP/2 (or HTTP/1.1) upstream, with `connectionPool.http.maxRequestsPerConnection`
+/// as `common_http_protocol_options.max_requests_per_connection`.
+fn protocol_options(
+    http2: bool,
+    max_requests: Option<u32>,
+) -> HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    let protocol = if http2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+    };
     let opts = HttpProtocolOptions {
         upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
             ExplicitHttpConfig {
-                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
+                protocol_config: Some(protocol),
             },
         )),
+        common_http_protocol_options: max_requests.map(|n| HttpProtocolOptionsCommon {
+            max_requests_per_connection: u32_value(n),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     HashMap::from([(HTTP_PROTOCOL_OPTIONS.to_owned(), pack_any(opts))])
@@ -271,7 +296,7 @@ pub fn inbound(config: &TranslatorConfig, port: PortNumber, protocol: Protocol) 
         ..Default::default()
     };
     if is_http2(protocol) {
-        c.typed_extension_protocol_options = http2_options();
+        c.typed_extension_protocol_options = protocol_options(true, None);
     }
     c
 }

@@ -18,12 +18,24 @@ use super::policy::is_meshed;
 use super::proto::{metadata, pipe_address, socket_address, u32_value};
 use super::view::View;
 use crate::model::config::Address as ModelAddress;
+use crate::model::istio::networking::LocalityLbSetting;
 use crate::model::types::Locality;
 use crate::model::{Endpoint, PortNumber};
 
 /// The assignment of an EDS cluster. Endpoints named by host name cannot be sent over EDS
 /// and are left out (with a warning).
 pub fn eds(view: &View<'_>, plan: &ClusterPlan<'_>) -> ClusterLoadAssignment {
+    eds_for(view, plan, None)
+}
+
+/// [`eds`] for a client at `client` with locality load balancing: each locality group gets
+/// its priority by Istio's failover rules (`super::load_balancing`). Without a client
+/// locality, the groups keep priority 0 (Istio leaves such a node's assignment alone).
+pub fn eds_for(
+    view: &View<'_>,
+    plan: &ClusterPlan<'_>,
+    client: Option<(&Locality, Option<&LocalityLbSetting>)>,
+) -> ClusterLoadAssignment {
     let endpoints = plan.endpoints().filter_map(|e| {
         let address = match &e.address {
             ModelAddress::Ip(ip) => socket_address(&ip.to_string(), e.port.get()),
@@ -35,7 +47,26 @@ pub fn eds(view: &View<'_>, plan: &ClusterPlan<'_>) -> ClusterLoadAssignment {
         };
         Some((e, address))
     });
-    assignment(view, plan, &plan.name, endpoints)
+    let mut cla = assignment(view, plan, &plan.name, endpoints);
+    if let Some((client, setting)) = client {
+        let localities: Vec<Option<Locality>> = cla
+            .endpoints
+            .iter()
+            .map(|g| {
+                g.locality.as_ref().map(|l| Locality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    subzone: l.sub_zone.clone(),
+                })
+            })
+            .collect();
+        let refs: Vec<Option<&Locality>> = localities.iter().map(Option::as_ref).collect();
+        let priorities = super::load_balancing::locality_priorities(client, &refs, setting);
+        for (group, priority) in cla.endpoints.iter_mut().zip(priorities) {
+            group.priority = priority;
+        }
+    }
+    cla
 }
 
 /// The inline assignment of a DNS cluster: the endpoints' addresses (names or IPs), or the

@@ -12,7 +12,10 @@
 //!   ([`name_table`], [`vip`]).
 //!
 //! What depends on the node ([`Translator::for_node`]): the inbound listener `virtualInbound`
-//! and its `inbound|PORT||` clusters ([`inbound`]).
+//! and its `inbound|PORT||` clusters ([`inbound`]); the assignments of clusters with locality
+//! load balancing (priorities from the node's locality) and the route configurations of ports
+//! whose `VirtualService`s match on `sourceLabels`/`sourceNamespace` ([`per_node`]; these are
+//! then left out of the shared set).
 //!
 //! Not translated yet (a later issue): `VirtualService` features listed in [`route`], `tls`
 //! and `tcp` routes; `DestinationRule` connection pools (but the connect timeout), outlier
@@ -28,9 +31,11 @@ mod cluster;
 mod endpoint;
 mod filters;
 mod inbound;
+mod load_balancing;
 mod name_table;
 mod names;
 mod outbound;
+mod per_node;
 mod policy;
 mod proto;
 mod resilience;
@@ -113,7 +118,7 @@ impl Translator for MeshTranslator {
                 plan.name.clone(),
                 pack_any(cluster::outbound(&view, &plan)),
             ));
-            if cluster::uses_eds(&plan) {
+            if cluster::uses_eds(&plan) && !per_node::assignment_is_per_node(&view, &plan) {
                 set.insert(Resource::new(
                     plan.name.clone(),
                     pack_any(endpoint::eds(&view, &plan)),
@@ -125,7 +130,7 @@ impl Translator for MeshTranslator {
         }
         let listener = outbound::listener(&view);
         set.insert(Resource::new(listener.name.clone(), pack_any(listener)));
-        for rc in route::route_configs(&view) {
+        for rc in route::route_configs(&view, None) {
             set.insert(Resource::new(rc.name.clone(), pack_any(rc)));
         }
         set.insert(Resource::new(
@@ -142,6 +147,7 @@ impl Translator for MeshTranslator {
         for c in clusters {
             set.insert(Resource::new(c.name.clone(), pack_any(c)));
         }
+        set.extend(per_node::resources(snapshot, &self.config, node));
         set
     }
 }

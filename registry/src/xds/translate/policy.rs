@@ -12,8 +12,8 @@ use crate::model::config::{
     ConfigObject, DestinationRule, MeshLocation, MtlsMode, PeerAuthentication,
 };
 use crate::model::istio::networking::{
-    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
-    TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, ConsistentHash, LoadBalancerSettings,
+    LocalityLbSetting, OutlierDetection, TrafficPolicy,
 };
 use crate::model::{Endpoint, Labels, Namespace, PortNumber, Service, Snapshot};
 
@@ -40,6 +40,10 @@ pub struct ClusterPolicy {
     /// The connection pool in force (a more specific level replaces it whole, as Istio).
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
+    /// `loadBalancer.consistentHash` in force (it replaces `simple`, and `simple` it).
+    pub consistent_hash: Option<ConsistentHash>,
+    /// `loadBalancer.localityLbSetting` in force.
+    pub locality: Option<LocalityLbSetting>,
 }
 
 /// The policy of `port` (and `subset`) of the rule's host: the rule's traffic policy, then its
@@ -58,6 +62,8 @@ pub fn cluster_policy(
         tls_sans: Vec::new(),
         connection_pool: None,
         outlier_detection: None,
+        consistent_hash: None,
+        locality: None,
     };
     let Some(dr) = dr else { return p };
     let subset_policy = subset.and_then(|name| {
@@ -110,6 +116,7 @@ fn apply(
     tls: Option<&ClientTlsSettings>,
 ) {
     if let Some(simple) = lb.and_then(|l| l.simple.as_deref()) {
+        let before = p.lb;
         match simple {
             "ROUND_ROBIN" => p.lb = LbPolicy::RoundRobin,
             "LEAST_REQUEST" | "LEAST_CONN" => p.lb = LbPolicy::LeastRequest,
@@ -117,6 +124,16 @@ fn apply(
             // UNSPECIFIED keeps the default; PASSTHROUGH is not translated.
             _ => {}
         }
+        if p.lb != before {
+            p.consistent_hash = None;
+        }
+    }
+    if let Some(ch) = lb.and_then(|l| l.consistent_hash.as_ref()) {
+        p.lb = super::load_balancing::hash_lb_policy(ch);
+        p.consistent_hash = Some(ch.clone());
+    }
+    if let Some(l) = lb.and_then(|l| l.locality_lb_setting.as_ref()) {
+        p.locality = Some(l.clone());
     }
     if let Some(pool) = pool {
         p.connection_pool = Some(pool.clone());

@@ -3,7 +3,7 @@
 //! of Envoy's defaults — 20 % of active requests, at least 3 — unless `maxRetries` is set,
 //! so retries cannot multiply load without bound) and `outlierDetection` → Envoy
 //! `outlier_detection` with panic routing off (Istio's `minHealthPercent` 0).
-//! `maxRequestsPerConnection` is not translated yet.
+//! `maxRequestsPerConnection` is the cluster's HTTP protocol options (`super::cluster`).
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,

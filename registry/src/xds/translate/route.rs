@@ -14,8 +14,10 @@
 //! policies of [`super::route_policy`]: `retries`, `fault`, `redirect` routes, `rewrite` and
 //! `headers` (request and response; per-destination `headers` are not translated).
 //!
-//! Not translated yet, left out of the output: `sourceLabels`, `sourceNamespace`;
-//! `directResponse` and `delegate` routes (skipped whole); `mirror`/`mirrors`, `corsPolicy`.
+//! `sourceLabels` and `sourceNamespace` make a port's configuration per node
+//! ([`super::per_node`]): a match whose source fields do not select the node is left out.
+//!
+//! Not translated yet, left out of the output: `directResponse` and `delegate` routes (skipped whole); `mirror`/`mirrors`, `corsPolicy`.
 //! `tls` and `tcp` routes are not translated either.
 
 use std::collections::{BTreeMap, HashSet};
@@ -23,14 +25,17 @@ use std::collections::{BTreeMap, HashSet};
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
     WeightedCluster, header_matcher::HeaderMatchSpecifier, route::Action,
-    route_action::ClusterSpecifier, route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    route_action::ClusterSpecifier, route_action::HashPolicy, route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::Duration;
 
+use super::load_balancing;
 use super::names;
+use super::policy::cluster_policy;
 use super::proto::{bool_value, duration, parse_duration, u32_value};
 use super::route_policy;
 use super::view::View;
@@ -38,7 +43,37 @@ use crate::model::config::{ServicePort, VirtualService};
 use crate::model::istio::networking::{HttpMatchRequest, HttpRoute, StringMatch};
 use crate::model::{Hostname, PortNumber, Service};
 
-pub fn route_configs(view: &View<'_>) -> Vec<RouteConfiguration> {
+/// Who asks for a per-node route configuration: the node's workload labels and namespace.
+pub struct Source<'a> {
+    pub labels: &'a BTreeMap<String, String>,
+    pub namespace: &'a str,
+}
+
+impl Source<'_> {
+    /// Does a match's `sourceLabels`/`sourceNamespace` select this source?
+    fn selects(&self, m: &HttpMatchRequest) -> bool {
+        m.source_labels
+            .iter()
+            .all(|(k, v)| self.labels.get(k) == Some(v))
+            && m.source_namespace
+                .as_deref()
+                .is_none_or(|ns| ns == self.namespace)
+    }
+}
+
+/// Does the `VirtualService` route by who sends (`sourceLabels`, `sourceNamespace`)?
+pub fn source_dependent(vs: &VirtualService) -> bool {
+    vs.spec
+        .http
+        .iter()
+        .flat_map(|h| &h.matches)
+        .any(|m| !m.source_labels.is_empty() || m.source_namespace.is_some())
+}
+
+/// The route configurations of every HTTP port. With `source: None`, those of ports whose
+/// routing does not depend on the source (the shared set); with a source, only those that do,
+/// translated for it ([`super::per_node`]).
+pub fn route_configs(view: &View<'_>, source: Option<&Source<'_>>) -> Vec<RouteConfiguration> {
     let mut by_port: BTreeMap<PortNumber, Vec<(&Service, &ServicePort)>> = BTreeMap::new();
     for service in &view.services {
         for port in service.ports.iter().filter(|p| p.protocol.is_http()) {
@@ -50,13 +85,20 @@ pub fn route_configs(view: &View<'_>) -> Vec<RouteConfiguration> {
     }
     by_port
         .into_iter()
+        .filter(|(_, services)| {
+            let dependent = services.iter().any(|(s, _)| {
+                view.virtual_service(s.hostname.as_str())
+                    .is_some_and(source_dependent)
+            });
+            dependent == source.is_some()
+        })
         .map(|(port, services)| {
             let mut used = HashSet::new();
             RouteConfiguration {
                 name: names::route_config(port),
                 virtual_hosts: services
                     .into_iter()
-                    .map(|(s, p)| virtual_host(view, s, p, &mut used))
+                    .map(|(s, p)| virtual_host(view, s, p, source, &mut used))
                     .collect(),
                 validate_clusters: bool_value(false),
                 ..Default::default()
@@ -69,6 +111,7 @@ fn virtual_host(
     view: &View<'_>,
     service: &Service,
     port: &ServicePort,
+    source: Option<&Source<'_>>,
     used: &mut HashSet<String>,
 ) -> VirtualHost {
     let host = service.hostname.as_str();
@@ -77,12 +120,16 @@ fn virtual_host(
         .and_then(route_policy::local_rate_limit)
         .unwrap_or_default();
     let routes = match view.virtual_service(host) {
-        Some(vs) => vs_routes(view, vs, port.number),
-        None => vec![default_route(names::outbound_cluster(
-            port.number,
-            None,
-            host,
-        ))],
+        Some(vs) => vs_routes(view, vs, port.number, source),
+        None => {
+            let mut route = default_route(names::outbound_cluster(port.number, None, host));
+            if let Some(Action::Route(a)) = &mut route.action {
+                a.hash_policy = hash_policy(view, host, port.number, None)
+                    .into_iter()
+                    .collect();
+            }
+            vec![route]
+        }
     };
     VirtualHost {
         name: format!("{host}:{}", port.number),
@@ -136,7 +183,12 @@ fn prefix_match() -> RouteMatch {
     }
 }
 
-fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Route> {
+fn vs_routes(
+    view: &View<'_>,
+    vs: &VirtualService,
+    port: PortNumber,
+    source: Option<&Source<'_>>,
+) -> Vec<Route> {
     let mut out = Vec::new();
     for http in &vs.spec.http {
         let action = match (
@@ -164,6 +216,7 @@ fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Rout
             http.matches
                 .iter()
                 .filter(|m| m.port.is_none_or(|p| p == u32::from(port.get())))
+                .filter(|m| source.is_none_or(|s| s.selects(m)))
                 .map(route_match)
                 .collect()
         };
@@ -191,6 +244,7 @@ fn route_action(
     port: PortNumber,
 ) -> Option<RouteAction> {
     let mut clusters: Vec<(String, u32)> = Vec::new();
+    let mut hash = Vec::new();
     for d in &http.route {
         let Some(dest) = &d.destination else { continue };
         let Some(host) = dest.host.as_deref().and_then(|h| Hostname::new(h).ok()) else {
@@ -212,6 +266,11 @@ fn route_action(
         let name = names::outbound_cluster(dest_port, dest.subset.as_deref(), host.as_str());
         let weight = d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0));
         clusters.push((name, weight));
+        if let Some(h) = hash_policy(view, host.as_str(), dest_port, dest.subset.as_deref())
+            && !hash.contains(&h)
+        {
+            hash.push(h);
+        }
     }
     if clusters.is_empty() {
         return None;
@@ -242,8 +301,23 @@ fn route_action(
         cluster_specifier: Some(specifier),
         timeout: Some(timeout),
         retry_policy: route_policy::retry_policy(http),
+        hash_policy: hash,
         ..Default::default()
     })
+}
+
+/// The route hash policy of the destination's consistent hash (`DestinationRule`
+/// `loadBalancer.consistentHash` of the host, port and subset), if any. A route to several
+/// destinations carries each distinct one (Envoy combines them).
+fn hash_policy(
+    view: &View<'_>,
+    host: &str,
+    port: PortNumber,
+    subset: Option<&str>,
+) -> Option<HashPolicy> {
+    let dr = view.destination_rule(host)?;
+    let policy = cluster_policy(Some(dr), port, subset, view.config.connect_timeout);
+    load_balancing::hash_policy(policy.consistent_hash.as_ref()?)
 }
 
 fn route_match(m: &HttpMatchRequest) -> RouteMatch {
