@@ -10,5 +10,6 @@ mod mesh;
 mod scenarios;
 mod tap;
 mod traffic;
+mod traffic_lb;
 mod traffic_world;
 mod world;

@@ -91,17 +91,61 @@ pub struct TrafficWorld {
     pub front: Host,
     pub hosts: Vec<Host>,
     pub vip: SocketAddr,
+    /// With [`Setup::second_front`]: another client and the service address it listens on.
+    pub second: Option<(Host, SocketAddr)>,
+}
+
+/// What a scenario needs beyond the defaults: node labels and locality of the client, the
+/// workloads' localities, a second client.
+#[derive(Default)]
+pub struct Setup {
+    pub front_labels: Vec<(&'static str, &'static str)>,
+    pub front_locality: Option<&'static str>,
+    /// `locality` of the `v1` and `v2` workload entries.
+    pub localities: [Option<&'static str>; 2],
+    /// Labels of a second client (`front-b`), at its own address of the service.
+    pub second_front: Option<Vec<(&'static str, &'static str)>>,
 }
 
 impl TrafficWorld {
     /// `policy` is YAML appended to the service's (DestinationRule, VirtualService).
     pub async fn start(apps: [&App; 2], policy: &str) -> Self {
+        Self::start_with(apps, policy, Setup::default()).await
+    }
+
+    pub async fn start_with(apps: [&App; 2], policy: &str, setup: Setup) -> Self {
         let block = loopback_block();
         let control = Control::start_with(snapshot(1, ""), true).await;
-        let front = control.host(ip(block, 20), "front", "front");
+        let labelled = |mut h: Host, labels: &[(&str, &str)]| {
+            h.settings.node.labels = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            h
+        };
+        let mut front = labelled(
+            control.host(ip(block, 20), "front", "front"),
+            &setup.front_labels,
+        );
+        front.settings.node.locality = setup.front_locality.map(str::to_owned);
         let vip = control
             .outbound(&front, SocketAddr::new(ip(block, 10), 0))
             .await;
+        let mut second = None;
+        if let Some(labels) = &setup.second_front {
+            let host = labelled(control.host(ip(block, 30), "front-b", "front"), labels);
+            let addr = control
+                .outbound(&host, SocketAddr::new(ip(block, 11), vip.port()))
+                .await;
+            second = Some((host, addr));
+        }
+        let addresses = std::iter::once(vip)
+            .chain(second.as_ref().map(|s| s.1))
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let locality =
+            |i: usize| setup.localities[i].map_or(String::new(), |l| format!("\n  locality: {l}"));
         let mut hosts = Vec::new();
         let mut inbounds = Vec::new();
         for ((n, name), app) in [(21, "v1"), (22, "v2")].into_iter().zip(apps) {
@@ -119,7 +163,7 @@ kind: ServiceEntry
 metadata: {{name: shop, namespace: demo}}
 spec:
   hosts: [{SHOP}]
-  addresses: [{vip_ip}]
+  addresses: [{addresses}]
   location: MESH_INTERNAL
   ports: [{{number: {vip_port}, name: http, protocol: HTTP}}]
   resolution: STATIC
@@ -132,7 +176,7 @@ spec:
   address: {a}
   ports: {{http: {ap}}}
   labels: {{app: shop, version: v1}}
-  serviceAccount: shop
+  serviceAccount: shop{l1}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -141,11 +185,12 @@ spec:
   address: {b}
   ports: {{http: {bp}}}
   labels: {{app: shop, version: v2}}
-  serviceAccount: shop
+  serviceAccount: shop{l2}
 ---
 {policy}"#,
-            vip_ip = vip.ip(),
             vip_port = vip.port(),
+            l1 = locality(0),
+            l2 = locality(1),
             a = inbounds[0].ip(),
             ap = inbounds[0].port(),
             b = inbounds[1].ip(),
@@ -157,6 +202,7 @@ spec:
             front,
             hosts,
             vip,
+            second,
         };
         for h in &mut world.hosts {
             world.control.start_xds(h);
@@ -164,12 +210,27 @@ spec:
         }
         world.control.start_xds(&mut world.front);
         world.front.ready().await;
+        if let Some((h, _)) = &mut world.second {
+            world.control.start_xds(h);
+            h.ready().await;
+        }
         world
     }
 
     /// One request on a new connection.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Answer {
-        let tcp = TcpStream::connect(self.vip).await.unwrap();
+        send_to(self.vip, req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(request("GET", path, &[])).await
+    }
+}
+
+/// One request to `addr` on a new connection.
+pub async fn send_to(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    {
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
@@ -185,10 +246,6 @@ spec:
             headers: parts.headers,
             body,
         }
-    }
-
-    pub async fn get(&self, path: &str) -> Answer {
-        self.send(request("GET", path, &[])).await
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod assertions;
+mod load_balancing;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -220,4 +221,44 @@ fn snapshot_inbound_of_a_node() {
     let snap = snapshot(&[BILL, PEER_AUTH]);
     let set = MeshTranslator::default().for_node(&snap, &node("10.0.0.6", "demo", "bill"));
     insta::assert_snapshot!("inbound_bill_vm_2", render(&set));
+}
+
+pub const LOAD_BALANCING: &str =
+    include_str!("../../../tests/fixtures/translate/load-balancing.yaml");
+
+/// A node in `demo` at `locality` with `labels`.
+pub fn located_node(locality: &str, labels: &[(&str, &str)]) -> NodeInfo {
+    NodeInfo {
+        locality: Some(locality.to_owned()),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..node("10.0.0.7", "demo", "front")
+    }
+}
+
+#[test]
+fn snapshot_load_balancing_for_a_node() {
+    let snap = snapshot(&[LOAD_BALANCING]);
+    let t = MeshTranslator::default();
+    let mut out = String::new();
+    let shared = t.shared(&snap);
+    for r in shared.of_type(type_url::CLUSTER) {
+        out.push_str(&format!("### shared {:?}\n", r.name));
+        out.push_str(&render_any(&r.body.type_url, &r.body.value));
+        out.push('\n');
+    }
+    let own = t.for_node(
+        &snap,
+        &located_node("eu-west/zone-a", &[("role", "tester")]),
+    );
+    for ty in [type_url::ENDPOINT, type_url::ROUTE] {
+        for r in own.of_type(ty) {
+            out.push_str(&format!("### node {:?}\n", r.name));
+            out.push_str(&render_any(&r.body.type_url, &r.body.value));
+            out.push('\n');
+        }
+    }
+    insta::assert_snapshot!("load_balancing", out);
 }
