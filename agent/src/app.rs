@@ -326,7 +326,7 @@ fn node_identity(config: &AgentConfig, ip: IpAddr) -> NodeIdentity {
         domain: "cluster.local".to_owned(),
         labels: config.labels.clone(),
         auto_register_group: config.workload_group.clone(),
-        locality: None,
+        locality: config.locality.clone(),
     }
 }
 

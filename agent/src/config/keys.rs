@@ -30,6 +30,7 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("workloadName", Kind::Scalar),
     ("labels", Kind::Map),
     ("workloadGroup", Kind::Scalar),
+    ("locality", Kind::Scalar),
     ("hostIP", Kind::Scalar),
     ("inboundPorts", Kind::Map),
     ("stateDir", Kind::Scalar),

@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// The `WorkloadGroup` to auto-register in.
     pub workload_group: Option<String>,
+    /// Where the host runs, `region[/zone[/subzone]]`, for locality load balancing.
+    pub locality: Option<String>,
     /// The host's address in the mesh; `None`: the address this host reaches the control
     /// server from.
     pub host_ip: Option<IpAddr>,

@@ -153,4 +153,30 @@ fn the_example_file_parses_and_says_what_it_sets() {
     assert_eq!(c.identity.namespace(), "demo");
     assert_eq!(c.inbound_ports.get(&9999), Some(&AppProtocol::Http));
     assert_eq!(c.workload_group.as_deref(), Some("bill-service"));
+    assert_eq!(c.locality.as_deref(), Some("eu-west/zone-a"));
+}
+
+#[test]
+fn a_locality_has_one_to_three_parts() {
+    let err = load_text(
+        "namespace: demo
+locality: eu//a
+",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.0
+            .iter()
+            .any(|l| l.starts_with("agent.yaml: line 2 (locality): \"eu//a\" is not a locality")),
+        "{err}"
+    );
+    let c = load_text(
+        "namespace: demo
+locality: eu/a/b
+",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.locality.as_deref(), Some("eu/a/b"));
 }

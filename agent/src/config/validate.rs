@@ -159,6 +159,13 @@ pub(super) fn validate(
     let workload_group = c.scalar("workloadGroup", None, |s| {
         dns_label_ish(s, 63).map(|()| Some(s.to_owned()))
     });
+    let locality = c.scalar("locality", None, |s| {
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return Err("is not a locality (region[/zone[/subzone]])".to_owned());
+        }
+        Ok(Some(s.to_owned()))
+    });
     let host_ip = c.scalar("hostIP", None, |s| {
         s.parse::<IpAddr>()
             .map(Some)
@@ -229,6 +236,7 @@ pub(super) fn validate(
         workload_name,
         labels,
         workload_group,
+        locality,
         host_ip,
         inbound_ports,
         state_dir,

@@ -162,9 +162,9 @@ async fn locality_failover_prefers_the_clients_zone_until_its_endpoint_is_ejecte
         "priority 0: the client's own zone"
     );
     failing.store(true, Ordering::SeqCst);
-    // The first failure ejects v1; Istio's default retry takes the request to v2.
+    // The first failure ejects v1 (the route without a VirtualService has no retries).
     let a = world.get("/").await;
-    assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "v2"));
+    assert_eq!((a.status.as_u16(), a.header("x-app")), (503, "v1"));
     let near_before = near.hits();
     for _ in 0..30 {
         assert_eq!(world.get("/").await.header("x-app"), "v2");
