@@ -113,11 +113,23 @@ async fn consistent_hash_on_the_source_ip() {
     let (v1, v2) = apps().await;
     let policy = rule("    loadBalancer:\n      consistentHash: {useSourceIp: true}");
     let world = TrafficWorld::start([&v1, &v2], &policy).await;
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        seen.insert(world.get("/").await.header("x-app").to_owned());
+    let mut by_app = std::collections::BTreeMap::<String, usize>::new();
+    for n in 1..=16u8 {
+        // Clients on 16 addresses, each sending 4 requests on new connections.
+        let source = std::net::IpAddr::from([127, 3, 0, n]);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let a = send_from(Some(source), world.vip, request("GET", "/", &[])).await;
+            seen.insert(a.header("x-app").to_owned());
+        }
+        assert_eq!(seen.len(), 1, "{source} went to {seen:?}");
+        *by_app.entry(seen.into_iter().next().unwrap()).or_default() += 1;
     }
-    assert_eq!(seen.len(), 1, "one source address, one endpoint: {seen:?}");
+    assert_eq!(
+        by_app.len(),
+        2,
+        "sources spread over both endpoints: {by_app:?}"
+    );
 }
 
 #[tokio::test]

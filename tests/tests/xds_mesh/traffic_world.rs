@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::mesh::*;
 
@@ -229,8 +229,21 @@ spec:
 
 /// One request to `addr` on a new connection.
 pub async fn send_to(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    send_from(None, addr, req).await
+}
+
+/// One request to `addr` on a new connection from `source` (any loopback address).
+pub async fn send_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> Answer {
     {
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+        }
+        let tcp = socket.connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
