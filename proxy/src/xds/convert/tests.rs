@@ -586,3 +586,97 @@ fn the_name_table_is_checked_and_lower_cased() {
         ["240.240.246.3".parse::<std::net::IpAddr>().unwrap()]
     );
 }
+
+#[test]
+fn hashing_clusters_priorities_and_request_limits_convert() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{LbConfig, MaglevLbConfig};
+    use envoy_types::pb::envoy::config::core::v3::{
+        Http1ProtocolOptions, HttpProtocolOptions as Common,
+    };
+    use envoy_types::pb::envoy::config::route::v3::route_action::{
+        HashPolicy,
+        hash_policy::{Header, PolicySpecifier},
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions,
+        http_protocol_options::{
+            ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+        },
+    };
+    use envoy_types::pb::google::protobuf::UInt64Value;
+
+    let mut res = bill();
+    let mut c = eds_cluster(V1);
+    c.lb_policy = LbPolicy::Maglev as i32;
+    c.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
+        table_size: Some(UInt64Value { value: 1021 }),
+    }));
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: Some(Common {
+            max_requests_per_connection: Some(UInt32Value { value: 3 }),
+            ..Default::default()
+        }),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::HttpProtocolOptions(
+                    Http1ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options = HashMap::from([(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_owned(),
+        pack_any(options),
+    )]);
+    put(&mut res, ResourceType::Cluster, pack_any(c));
+    let mut assignment = cla(V1, &[("10.0.0.5", 9999, 1)]);
+    let mut far = cla(V1, &[("10.0.0.7", 9999, 1)]).endpoints.remove(0);
+    far.priority = 1;
+    assignment.endpoints.push(far);
+    put(&mut res, ResourceType::Endpoint, pack_any(assignment));
+    let mut routes = weighted(&[(V1, 90), (V2, 10)]);
+    if let Some(route::Action::Route(a)) = &mut routes.virtual_hosts[0].routes[0].action {
+        a.hash_policy = vec![HashPolicy {
+            policy_specifier: Some(PolicySpecifier::Header(Header {
+                header_name: "X-User".into(),
+                ..Default::default()
+            })),
+            terminal: true,
+        }];
+    }
+    put(&mut res, ResourceType::Route, pack_any(routes));
+
+    let spec = convert(&res, &ctx()).unwrap().spec;
+    let v1 = spec.clusters.iter().find(|c| c.name == V1).unwrap();
+    assert_eq!(v1.lb, crate::config::LbPolicy::Maglev { table_size: 1021 });
+    assert_eq!(v1.max_requests_per_connection, Some(3));
+    let priorities: Vec<_> = v1
+        .endpoints
+        .iter()
+        .map(|e| (e.address.ip().to_string(), e.priority))
+        .collect();
+    assert_eq!(
+        priorities,
+        [("10.0.0.5".to_owned(), 0), ("10.0.0.7".to_owned(), 1)]
+    );
+    let TargetSpec::Http(table) = &spec.outbound.services[0].target else {
+        panic!("an HTTP service");
+    };
+    let hash = &table.virtual_hosts[0].routes[0].policy.hash;
+    assert!(
+        matches!(hash.as_slice(), [(crate::config::spec::HashPolicySpec::Header(h), true)] if h == "x-user"),
+        "{hash:?}"
+    );
+    crate::ProxyConfig::build(&spec).unwrap();
+
+    // A maglev table must be prime, as in Envoy.
+    let mut bad = spec.clone();
+    bad.clusters.iter_mut().find(|c| c.name == V1).unwrap().lb =
+        crate::config::LbPolicy::Maglev { table_size: 1000 };
+    let err = crate::ProxyConfig::build(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("maglev table_size 1000 is not a prime"),
+        "{err}"
+    );
+}
