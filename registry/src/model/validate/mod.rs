@@ -3,6 +3,7 @@
 //! reported at once as a [`FieldError`] naming the field by its path in the document
 //! (`spec.ports[0].number`), so that a source can point at the line.
 
+mod load_balancing;
 mod networking;
 mod routing;
 mod security;

@@ -420,6 +420,7 @@ fn traffic_policy(errs: &mut Errors, path: &str, tp: &TrafficPolicy) {
                 "only one of simple and consistentHash may be set",
             );
         }
+        super::load_balancing::load_balancer(errs, &format!("{path}.loadBalancer"), lb);
     }
     if let Some(tls) = &tp.tls {
         one_of(
@@ -486,6 +487,7 @@ fn traffic_policy(errs: &mut Errors, path: &str, tp: &TrafficPolicy) {
                 lb.simple.as_deref(),
                 &lb_modes,
             );
+            super::load_balancing::load_balancer(errs, &format!("{ppath}.loadBalancer"), lb);
         }
         if let Some(tls) = &pl.tls {
             one_of(

@@ -219,3 +219,24 @@ fn destination_rule_subsets() {
         ]
     );
 }
+
+#[test]
+fn consistent_hash_and_locality_settings() {
+    let ctx = Context::default();
+    let dr = spec(
+        "host: bill\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {httpHeaderName: x, useSourceIp: true, maglev: {tableSize: 1000}}\n    localityLbSetting: {failover: [{from: eu, to: eu}], distribute: [{from: eu/*, to: {eu/a: 100}}]}\n",
+    );
+    assert_eq!(
+        errors(destination_rule(meta(), &dr, &ctx)),
+        [
+            "spec.trafficPolicy.loadBalancer.consistentHash: exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName must be set",
+            "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: 1000 is not a prime (Envoy requires one)",
+            "spec.trafficPolicy.loadBalancer.localityLbSetting: only one of failover and distribute may be set",
+            "spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]: from and to must differ",
+        ]
+    );
+    let good = spec(
+        "host: bill\ntrafficPolicy:\n  loadBalancer:\n    consistentHash: {httpCookie: {name: s, ttl: 10s}, maglev: {tableSize: 65537}}\n    localityLbSetting: {failover: [{from: eu, to: us}]}\n",
+    );
+    assert!(errors(destination_rule(meta(), &good, &ctx)).is_empty());
+}
