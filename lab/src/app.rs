@@ -2,7 +2,9 @@
 //! process on a socket bound inside a host's namespace. Every answer carries `x-app: <text>`
 //! and is one line: `<text> peer=<client address> client=<X-Forwarded-Client-Cert or ->`, so
 //! a caller sees which instance answered, that the connection came from the host's own proxy,
-//! and the caller's mesh identity the proxy verified.
+//! and the caller's mesh identity the proxy verified. What arrived is echoed in headers too:
+//! `x-app-target` (the request target), `x-app-host` (`Host`), and every `x-test-*` request
+//! header as `x-echo-test-*`.
 //!
 //! A request's query string can ask for a behaviour, so one app serves many test scenarios:
 //! `status=<code>` answers with that status, `sleep_ms=<n>` waits that long before answering,
@@ -167,6 +169,7 @@ fn serve(stream: TcpStream, text: &str, hits: &Hits) {
         let target = request_line.split_whitespace().nth(1).unwrap_or("/");
         let (path, asked) = asked(target, text);
         let mut client = String::from("-");
+        let mut echo = format!("x-app-target: {target}\r\n");
         let mut length = 0usize;
         let mut close = false;
         loop {
@@ -184,6 +187,12 @@ fn serve(stream: TcpStream, text: &str, hits: &Hits) {
                     "x-forwarded-client-cert" => client = value.to_owned(),
                     "content-length" => length = value.parse().unwrap_or(0),
                     "connection" => close = value.eq_ignore_ascii_case("close"),
+                    "host" => echo += &format!("x-app-host: {value}\r\n"),
+                    lower => {
+                        if let Some(rest) = lower.strip_prefix("x-test-") {
+                            echo += &format!("x-echo-test-{rest}: {value}\r\n");
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -196,7 +205,7 @@ fn serve(stream: TcpStream, text: &str, hits: &Hits) {
         std::thread::sleep(asked.sleep);
         let answer = format!("{text} peer={peer} client={client}\n");
         let response = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-app: {text}\r\n\
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\nx-app: {text}\r\n{echo}\
              content-length: {}\r\n\r\n{answer}",
             asked.status,
             reason(asked.status),
@@ -219,14 +228,20 @@ mod tests {
         assert_eq!(a.status, 503);
         assert_eq!(a.sleep, Duration::from_millis(1500));
         let (path, a) = asked("/", "v1");
-        assert_eq!((path.as_str(), a.status, a.sleep), ("/", 200, Duration::ZERO));
+        assert_eq!(
+            (path.as_str(), a.status, a.sleep),
+            ("/", 200, Duration::ZERO)
+        );
     }
 
     #[test]
     fn only_names_the_app_that_misbehaves() {
         assert_eq!(asked("/x?status=500&only=v1", "v1").1.status, 500);
         assert_eq!(asked("/x?status=500&only=v1", "v2").1.status, 200);
-        assert_eq!(asked("/x?only=v2&sleep_ms=10", "v1").1.sleep, Duration::ZERO);
+        assert_eq!(
+            asked("/x?only=v2&sleep_ms=10", "v1").1.sleep,
+            Duration::ZERO
+        );
     }
 
     #[test]

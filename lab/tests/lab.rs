@@ -35,7 +35,8 @@ fn hosts_talk_over_the_bridge_and_teardown_removes_everything() {
         )
         .unwrap();
     assert!(answer.starts_with("hello-b peer=10.77.0.1:"), "{answer:?}");
-    // The query asks for a status and a wait; the answer names the app; arrivals are counted.
+    // The query asks for a status and a wait; the answer names the app and echoes the request;
+    // arrivals are counted.
     let started = std::time::Instant::now();
     let asked = a
         .netns()
@@ -46,7 +47,9 @@ fn hosts_talk_over_the_bridge_and_teardown_removes_everything() {
                 "--max-time",
                 "10",
                 "-w",
-                "%{http_code} %header{x-app}\\n",
+                "%{http_code} %header{x-app} %header{x-app-target} %header{x-echo-test-a}\\n",
+                "-H",
+                "x-test-a: 1",
                 "-o",
                 "/dev/null",
                 "http://10.77.0.2:8080/flaky?status=503&sleep_ms=300",
@@ -56,9 +59,15 @@ fn hosts_talk_over_the_bridge_and_teardown_removes_everything() {
             ],
         )
         .unwrap();
-    assert_eq!(asked, "503 hello-b\n200 hello-b\n");
+    assert_eq!(
+        asked,
+        "503 hello-b /flaky?status=503&sleep_ms=300 1\n200 hello-b /flaky?status=503&only=other 1\n"
+    );
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
-    assert_eq!((app.hits("/flaky"), app.hits("/"), app.total_hits()), (2, 1, 3));
+    assert_eq!(
+        (app.hits("/flaky"), app.hits("/"), app.total_hits()),
+        (2, 1, 3)
+    );
     let resolv = std::fs::read_to_string(a.netns().etc_dir().join("resolv.conf")).unwrap();
     assert_eq!(resolv, "nameserver 10.77.0.254\n");
 
