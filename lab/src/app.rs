@@ -193,7 +193,6 @@ fn serve(stream: TcpStream, text: &str, hits: &Hits) {
                             echo += &format!("x-echo-test-{rest}: {value}\r\n");
                         }
                     }
-                    _ => {}
                 }
             }
         }
