@@ -8,6 +8,7 @@
 //!
 //! One lab serves every scenario (each start of the control server and three agents costs
 //! seconds): every scenario has its own service name, so its own cluster, routes and counters.
+//! The policies are in `netns_traffic.yaml`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,123 +56,8 @@ spec: {{address: {ip}, serviceAccount: shop, labels: {{app: shop, version: {vers
     yaml + POLICIES
 }
 
-const POLICIES: &str = r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: slow, namespace: demo}
-spec:
-  hosts: [slow.demo.svc.cluster.local]
-  http:
-  - timeout: 3s
-    route: [{destination: {host: slow.demo.svc.cluster.local}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: flaky, namespace: demo}
-spec:
-  hosts: [flaky.demo.svc.cluster.local]
-  http:
-  - retries: {attempts: 3, perTryTimeout: 2s, retryOn: 5xx}
-    route: [{destination: {host: flaky.demo.svc.cluster.local}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: breaker, namespace: demo}
-spec:
-  host: breaker.demo.svc.cluster.local
-  trafficPolicy:
-    connectionPool:
-      tcp: {maxConnections: 1}
-      http: {http1MaxPendingRequests: 1}
-  subsets:
-  - {name: v1, labels: {version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: breaker, namespace: demo}
-spec:
-  hosts: [breaker.demo.svc.cluster.local]
-  http:
-  - route: [{destination: {host: breaker.demo.svc.cluster.local, subset: v1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: outlier, namespace: demo}
-spec:
-  host: outlier.demo.svc.cluster.local
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 3s, maxEjectionPercent: 100}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: outlier, namespace: demo}
-spec:
-  hosts: [outlier.demo.svc.cluster.local]
-  http:
-  - retries: {attempts: 0}
-    route: [{destination: {host: outlier.demo.svc.cluster.local}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: canary, namespace: demo}
-spec:
-  host: canary.demo.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: canary, namespace: demo}
-spec:
-  hosts: [canary.demo.svc.cluster.local]
-  http:
-  - match: [{headers: {x-group: {exact: b}}}]
-    route: [{destination: {host: canary.demo.svc.cluster.local, subset: v2}}]
-  - route:
-    - {destination: {host: canary.demo.svc.cluster.local, subset: v1}, weight: 90}
-    - {destination: {host: canary.demo.svc.cluster.local, subset: v2}, weight: 10}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: faulty, namespace: demo}
-spec:
-  hosts: [faulty.demo.svc.cluster.local]
-  http:
-  - match: [{uri: {prefix: /abort}}]
-    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
-    route: [{destination: {host: faulty.demo.svc.cluster.local}}]
-  - match: [{uri: {prefix: /delay}}]
-    fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}
-    route: [{destination: {host: faulty.demo.svc.cluster.local}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: limited
-  namespace: demo
-  annotations: {traffic.hostmesh.io/local-rate-limit: "3/1h"}
-spec:
-  hosts: [limited.demo.svc.cluster.local]
-  http:
-  - route: [{destination: {host: limited.demo.svc.cluster.local}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: edits, namespace: demo}
-spec:
-  hosts: [edits.demo.svc.cluster.local]
-  http:
-  - match: [{uri: {prefix: /old/}}]
-    redirect: {uri: /new, authority: shop.example.com, scheme: https, redirectCode: 302}
-  - match: [{uri: {prefix: /api/}}]
-    rewrite: {uri: /v2/, authority: shop-internal}
-    headers:
-      request: {set: {x-test-route: api}, remove: [x-test-secret]}
-      response: {set: {cache-control: no-store}, remove: [content-type]}
-    route: [{destination: {host: edits.demo.svc.cluster.local}}]
-  - route: [{destination: {host: edits.demo.svc.cluster.local}}]
-"#;
+/// Each scenario's `VirtualService`/`DestinationRule`.
+const POLICIES: &str = include_str!("netns_traffic.yaml");
 
 /// What `curl -w` printed for one transfer.
 #[derive(Debug, Clone)]
