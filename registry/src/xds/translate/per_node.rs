@@ -48,10 +48,7 @@ fn anything_per_node(snapshot: &Snapshot) -> bool {
                 .iter()
                 .any(|s| s.traffic_policy.as_ref().is_some_and(tp))
     });
-    outlier
-        || snapshot
-            .virtual_services()
-            .any(|vs| route::source_dependent(vs))
+    outlier || snapshot.virtual_services().any(route::source_dependent)
 }
 
 /// The node's own assignments and route configurations.
