@@ -164,7 +164,7 @@ async fn app_request(
             addr: app,
             tls: UpstreamTls::Plaintext,
             codec,
-            max_requests: None,
+            max_requests: port.max_requests_per_connection(),
         },
         connect_timeout: proxy.settings.connect_timeout,
         timeout: None,

@@ -90,6 +90,7 @@ pub(super) fn build(spec: &ConfigSpec) -> Result<ProxyConfig, ConfigErrors> {
             app_port: p.app_port,
             protocol: p.protocol,
             mode: p.mode.unwrap_or(spec.inbound.default_mode),
+            max_requests_per_connection: p.max_requests_per_connection.filter(|n| *n > 0),
         };
         if ports.insert(p.port, port).is_some() {
             problems.add(&at, "defined twice");

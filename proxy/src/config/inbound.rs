@@ -9,6 +9,7 @@ pub struct InboundPort {
     pub(crate) app_port: u16,
     pub(crate) protocol: Protocol,
     pub(crate) mode: MtlsMode,
+    pub(crate) max_requests_per_connection: Option<u32>,
 }
 
 impl InboundPort {
@@ -23,6 +24,11 @@ impl InboundPort {
 
     pub fn mode(&self) -> MtlsMode {
         self.mode
+    }
+
+    /// Requests one connection to the application carries before it is retired.
+    pub fn max_requests_per_connection(&self) -> Option<u32> {
+        self.max_requests_per_connection
     }
 }
 

@@ -272,4 +272,7 @@ pub struct InboundPortSpec {
     pub app_port: u16,
     pub protocol: Protocol,
     pub mode: Option<MtlsMode>,
+    /// Requests one connection to the application carries (the inbound cluster's
+    /// `max_requests_per_connection`).
+    pub max_requests_per_connection: Option<u32>,
 }

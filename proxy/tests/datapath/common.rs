@@ -208,6 +208,7 @@ pub fn inbound_spec(ports: &[(SocketAddr, SocketAddr, Protocol, MtlsMode)]) -> C
                     app_port: app.port(),
                     protocol: *protocol,
                     mode: Some(*mode),
+                    max_requests_per_connection: None,
                 })
                 .collect(),
         },

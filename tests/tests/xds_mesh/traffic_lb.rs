@@ -242,6 +242,11 @@ spec:
         4,
         "12 requests at 3 per connection reach v1's proxy over 4 mTLS connections"
     );
+    assert_eq!(
+        v1.connections.load(Ordering::SeqCst),
+        4,
+        "and the app over 4 connections from its own proxy (the rule applies server side too)"
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub type Behaviour = Arc<dyn Fn(&Request<Incoming>) -> (u16, Duration) + Send + 
 pub struct App {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -36,8 +38,11 @@ impl App {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = hits.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (behaviour, hits) = (behaviour.clone(), counted.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -73,7 +78,11 @@ impl App {
                 });
             }
         });
-        Self { addr, hits }
+        Self {
+            addr,
+            hits,
+            connections,
+        }
     }
 
     pub fn hits(&self) -> usize {

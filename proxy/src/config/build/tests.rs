@@ -176,6 +176,7 @@ fn every_problem_is_reported_at_once() {
                 app_port: 0,
                 protocol: Protocol::Http1,
                 mode: None,
+                max_requests_per_connection: None,
             }],
         },
     };

@@ -265,12 +265,14 @@ impl Build<'_> {
             };
             let app = match self.clusters.get(&cluster) {
                 Some(cluster::Converted::Endpoints(c)) => match c.endpoints.as_slice() {
-                    [e] if e.address.ip().is_loopback() => Some((e.address.port(), c.http2)),
+                    [e] if e.address.ip().is_loopback() => {
+                        Some((e.address.port(), c.http2, c.max_requests_per_connection))
+                    }
                     _ => None,
                 },
                 _ => None,
             };
-            let Some((app_port, http2)) = app else {
+            let Some((app_port, http2, max_requests_per_connection)) = app else {
                 p.add(format!(
                     "{at}: cluster {cluster:?} must be STATIC with one loopback endpoint (the application)"
                 ));
@@ -286,6 +288,7 @@ impl Build<'_> {
                 app_port,
                 protocol,
                 mode: Some(mode),
+                max_requests_per_connection,
             });
         }
         InboundSpec {

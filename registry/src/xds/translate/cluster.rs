@@ -40,7 +40,9 @@ use super::names::{
     self, BLACKHOLE_CLUSTER, HTTP_PROTOCOL_OPTIONS, PASSTHROUGH_CLUSTER, TLS_MODE_ISTIO,
     TLS_MODE_KEY, is_http2,
 };
-use super::policy::{ClusterPolicy, TlsMode, cluster_policy, is_meshed};
+use super::policy::{
+    ClusterPolicy, TlsMode, cluster_policy, is_meshed, max_requests_per_connection,
+};
 use super::proto::{ads, duration, u32_value};
 use super::tls::{raw_buffer, upstream_mtls};
 use super::view::View;
@@ -137,13 +139,8 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
             c.load_assignment = Some(dns_load_assignment(view, plan, first_only));
         }
     }
-    let max_requests = policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.http.as_ref())
-        .and_then(|h| h.max_requests_per_connection)
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| *n > 0 && plan.port.protocol.is_http());
+    let max_requests =
+        max_requests_per_connection(&policy).filter(|_| plan.port.protocol.is_http());
     if is_http2(plan.port.protocol) || max_requests.is_some() {
         c.typed_extension_protocol_options =
             protocol_options(is_http2(plan.port.protocol), max_requests);
@@ -285,8 +282,14 @@ pub fn blackhole(view: &View<'_>) -> Cluster {
     }
 }
 
-/// `inbound|PORT||`: the workload's port on 127.0.0.1, plaintext.
-pub fn inbound(config: &TranslatorConfig, port: PortNumber, protocol: Protocol) -> Cluster {
+/// `inbound|PORT||`: the workload's port on 127.0.0.1, plaintext; connections to the
+/// application retired after `max_requests` when set (HTTP ports).
+pub fn inbound(
+    config: &TranslatorConfig,
+    port: PortNumber,
+    protocol: Protocol,
+    max_requests: Option<u32>,
+) -> Cluster {
     let name = names::inbound_cluster(port);
     let mut c = Cluster {
         load_assignment: Some(local_load_assignment(&name, port)),
@@ -295,8 +298,9 @@ pub fn inbound(config: &TranslatorConfig, port: PortNumber, protocol: Protocol) 
         connect_timeout: Some(duration(config.connect_timeout)),
         ..Default::default()
     };
-    if is_http2(protocol) {
-        c.typed_extension_protocol_options = protocol_options(true, None);
+    let max_requests = max_requests.filter(|_| protocol.is_http());
+    if is_http2(protocol) || max_requests.is_some() {
+        c.typed_extension_protocol_options = protocol_options(is_http2(protocol), max_requests);
     }
     c
 }

@@ -12,10 +12,13 @@
 //! chain plus a plaintext one matching `raw_buffer` (the `tls_inspector` listener filter
 //! tells them apart); `DISABLE` → one plaintext chain matching any transport. HTTP ports get
 //! the HTTP connection manager with an inline route to the inbound cluster, the others a TCP
-//! proxy. Connections to other ports take the default chain to `BlackHoleCluster` (the agent
+//! proxy. An HTTP inbound cluster takes `maxRequestsPerConnection` from the `DestinationRule`
+//! of the service the port serves, as Istio programs a rule's connection pool on the server
+//! side too (only that field here). Connections to other ports take the default chain to `BlackHoleCluster` (the agent
 //! only captures the declared ports).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
@@ -30,7 +33,7 @@ use super::TranslatorConfig;
 use super::cluster;
 use super::filters::{http_inline, tcp_proxy};
 use super::names::{self, BLACKHOLE_CLUSTER, INBOUND_LISTENER, INBOUND_PORT, TLS_INSPECTOR};
-use super::policy::peer_authentication_mode;
+use super::policy::{cluster_policy, max_requests_per_connection, peer_authentication_mode};
 use super::proto::{bool_value, socket_address, u32_value};
 use super::route::default_route;
 use super::tls::downstream_mtls;
@@ -46,6 +49,9 @@ struct NodeWorkload {
     labels: Labels,
     /// Target port → protocol.
     ports: BTreeMap<PortNumber, Protocol>,
+    /// Target port → the `maxRequestsPerConnection` of the `DestinationRule` of the service
+    /// the port serves (Istio sets a rule's connection pool on the server side too).
+    max_requests: BTreeMap<PortNumber, u32>,
 }
 
 fn node_workload(snapshot: &Snapshot, node: &NodeInfo) -> NodeWorkload {
@@ -76,6 +82,7 @@ fn node_workload(snapshot: &Snapshot, node: &NodeInfo) -> NodeWorkload {
         _ => None,
     });
     let mut ports = BTreeMap::new();
+    let mut max_requests = BTreeMap::new();
     let from_entries = keys.iter().flat_map(|key| snapshot.endpoints_from(key));
     let inline_here = node_ip
         .iter()
@@ -84,6 +91,13 @@ fn node_workload(snapshot: &Snapshot, node: &NodeInfo) -> NodeWorkload {
     for (service, e) in from_entries.chain(inline_here) {
         if let Some(sp) = service.ports.iter().find(|p| p.number == e.service_port) {
             ports.entry(e.port).or_insert(sp.protocol);
+            let dr = snapshot
+                .destination_rules()
+                .find(|dr| dr.host == service.hostname);
+            let policy = cluster_policy(dr, e.service_port, None, Duration::ZERO);
+            if let Some(n) = max_requests_per_connection(&policy) {
+                max_requests.entry(e.port).or_insert(n);
+            }
         }
     }
     let (namespace, labels) = first.unwrap_or_else(|| {
@@ -96,6 +110,7 @@ fn node_workload(snapshot: &Snapshot, node: &NodeInfo) -> NodeWorkload {
         namespace,
         labels,
         ports,
+        max_requests,
     }
 }
 
@@ -139,7 +154,8 @@ pub fn build(
             MtlsMode::Disable => chains.push(chain("plaintext", "", false)),
             MtlsMode::Strict | MtlsMode::Unset => {}
         }
-        clusters.push(cluster::inbound(config, port, protocol));
+        let limit = workload.max_requests.get(&port).copied();
+        clusters.push(cluster::inbound(config, port, protocol, limit));
     }
     let listener = Listener {
         name: INBOUND_LISTENER.to_owned(),

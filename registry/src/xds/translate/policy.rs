@@ -160,6 +160,16 @@ fn apply(
     }
 }
 
+/// `connectionPool.http.maxRequestsPerConnection` when set above 0.
+pub fn max_requests_per_connection(p: &ClusterPolicy) -> Option<u32> {
+    p.connection_pool
+        .as_ref()
+        .and_then(|c| c.http.as_ref())
+        .and_then(|h| h.max_requests_per_connection)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+}
+
 /// Does the endpoint speak Istio mTLS? Never for `MESH_EXTERNAL` services. Otherwise the
 /// workload label `security.istio.io/tlsMode` decides when present (`istio` or not), else
 /// whether the workload declares a service account — Istio's rule for `WorkloadEntry`s.

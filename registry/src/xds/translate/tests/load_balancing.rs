@@ -94,3 +94,30 @@ fn bill_without_such_rules_has_nothing_per_node_but_its_inbound() {
     assert!(own.names(type_url::ENDPOINT).is_empty());
     assert!(own.names(type_url::ROUTE).is_empty());
 }
+
+#[test]
+fn max_requests_per_connection_reaches_the_server_side_inbound_cluster_too() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let limit = |c: &Cluster| {
+        let any = c.typed_extension_protocol_options.values().next()?;
+        let opts = HttpProtocolOptions::decode(any.value.as_slice()).ok()?;
+        Some(opts.common_http_protocol_options?.max_requests_per_connection?.value)
+    };
+    let snap = snapshot(&[TRAFFIC]);
+    let t = MeshTranslator::default();
+    let outbound: Cluster = decode(
+        &t.shared(&snap),
+        type_url::CLUSTER,
+        "outbound|8080||shop.demo.svc.cluster.local",
+    );
+    assert_eq!(limit(&outbound), Some(100));
+    let server = t.for_node(&snap, &node("10.0.9.1", "demo", "shop"));
+    let inbound: Cluster = decode(&server, type_url::CLUSTER, "inbound|8080||");
+    assert_eq!(limit(&inbound), Some(100));
+    let bill = t.for_node(&snapshot(&[BILL]), &node("10.0.0.6", "demo", "bill"));
+    for c in bill.of_type(type_url::CLUSTER) {
+        let c = Cluster::decode(c.body.value.as_slice()).unwrap();
+        assert_eq!(limit(&c), None, "{}", c.name);
+    }
+}
