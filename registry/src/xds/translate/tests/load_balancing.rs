@@ -102,7 +102,11 @@ fn max_requests_per_connection_reaches_the_server_side_inbound_cluster_too() {
     let limit = |c: &Cluster| {
         let any = c.typed_extension_protocol_options.values().next()?;
         let opts = HttpProtocolOptions::decode(any.value.as_slice()).ok()?;
-        Some(opts.common_http_protocol_options?.max_requests_per_connection?.value)
+        Some(
+            opts.common_http_protocol_options?
+                .max_requests_per_connection?
+                .value,
+        )
     };
     let snap = snapshot(&[TRAFFIC]);
     let t = MeshTranslator::default();
