@@ -92,16 +92,21 @@ impl Default for TranslatorConfig {
     }
 }
 
-/// Translates snapshots into Envoy v3 resources. Stateless: the same snapshot always gives
-/// the same resources (and versions).
+/// Translates snapshots into Envoy v3 resources. The same snapshot always gives the same
+/// resources (and versions); the only state is a cache of the per-node outbound resources of
+/// the latest snapshot, by what they depend on ([`per_node::Cache`]).
 #[derive(Debug, Clone, Default)]
 pub struct MeshTranslator {
     config: TranslatorConfig,
+    per_node: per_node::Cache,
 }
 
 impl MeshTranslator {
     pub fn new(config: TranslatorConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            per_node: per_node::Cache::default(),
+        }
     }
 
     pub fn config(&self) -> &TranslatorConfig {
@@ -147,7 +152,7 @@ impl Translator for MeshTranslator {
         for c in clusters {
             set.insert(Resource::new(c.name.clone(), pack_any(c)));
         }
-        set.extend(per_node::resources(snapshot, &self.config, node));
+        set.extend(self.per_node.get(snapshot, &self.config, node));
         set
     }
 }

@@ -5,7 +5,12 @@
 //! out; each node gets its own under the same names.
 //!
 //! Cost: only when the snapshot has such rules does a node's translation build a [`View`]
-//! (the whole-mesh work of the shared translation) — once per node per generation.
+//! (the whole-mesh work of the shared translation), once per snapshot for each distinct
+//! (locality, labels, namespace) among the nodes: [`Cache`] keeps the results of the latest
+//! snapshot, as nodes of one group share them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use envoy_types::util::pack_any;
 
@@ -19,6 +24,60 @@ use super::view::View;
 use crate::model::Snapshot;
 use crate::model::types::Locality;
 use crate::xds::resources::{NodeInfo, Resource, ResourceSet};
+
+/// What a node's per-node resources depend on: its locality, labels and namespace.
+type ClientKey = (Option<String>, BTreeMap<String, String>, String);
+
+/// At most this many distinct clients are cached for one snapshot (then it starts over).
+const MAX_CACHED_CLIENTS: usize = 4096;
+
+/// The per-node resources of the latest snapshot, by client.
+#[derive(Debug, Clone, Default)]
+pub struct Cache(Arc<Mutex<CacheState>>);
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// The snapshot the entries belong to: its version and address.
+    snapshot: Option<(u64, usize)>,
+    by_client: HashMap<ClientKey, ResourceSet>,
+}
+
+impl Cache {
+    /// [`resources`] for the node, from the cache when a node with the same locality, labels
+    /// and namespace asked about the same snapshot.
+    pub fn get(
+        &self,
+        snapshot: &Snapshot,
+        config: &TranslatorConfig,
+        node: &NodeInfo,
+    ) -> ResourceSet {
+        let id = (snapshot.version(), std::ptr::from_ref(snapshot) as usize);
+        let key: ClientKey = (
+            node.locality.clone(),
+            node.labels.clone(),
+            node.namespace().to_owned(),
+        );
+        {
+            let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if state.snapshot != Some(id) {
+                state.snapshot = Some(id);
+                state.by_client.clear();
+            }
+            if let Some(set) = state.by_client.get(&key) {
+                return set.clone();
+            }
+        }
+        let set = resources(snapshot, config, node);
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if state.snapshot == Some(id) {
+            if state.by_client.len() >= MAX_CACHED_CLIENTS {
+                state.by_client.clear();
+            }
+            state.by_client.insert(key, set.clone());
+        }
+        set
+    }
+}
 
 /// Is the plan's assignment translated per node (locality load balancing applies)?
 pub fn assignment_is_per_node(view: &View<'_>, plan: &ClusterPlan<'_>) -> bool {
