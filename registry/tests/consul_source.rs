@@ -3,11 +3,9 @@
 //! outage that keeps the last good view.
 #![allow(clippy::unwrap_used)]
 
-mod consul_emulator;
-
 use std::time::Duration;
 
-use consul_emulator::{ConsulEmulator, Instance};
+use hostmesh_emulators::consul::{ConsulEmulator, Instance};
 use hostmesh_registry::model::TrustDomain;
 use hostmesh_registry::sources::consul::{ConsulSettings, ConsulSource, ConsulView};
 use tokio::sync::watch;

@@ -1,5 +1,5 @@
-//! A Consul **emulator** for tests — not Consul. It serves, over real HTTP on 127.0.0.1,
-//! the two endpoints of Consul's HTTP API v1 that hostmesh uses, following Consul 1.x's
+//! A Consul **emulator** for tests — not Consul. It serves, over real HTTP (on 127.0.0.1
+//! unless a [`Listen`] says otherwise), the two endpoints of Consul's HTTP API v1 that hostmesh uses, following Consul 1.x's
 //! documented behaviour:
 //!
 //! - `GET /v1/catalog/services` (`dc`): service name → tags.
@@ -17,8 +17,6 @@
 //!   `default_policy = deny`) reads nothing: empty results and
 //!   `X-Consul-Results-Filtered-By-ACLs: true`.
 //! - An unknown `dc` gets `500 No path to datacenter`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,9 +30,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::Listen;
 
 /// One registered instance.
 #[derive(Debug, Clone)]
@@ -91,8 +90,17 @@ struct Inner {
 /// The emulator. Stops serving when dropped.
 pub struct ConsulEmulator {
     address: SocketAddr,
+    listen: Listen,
     inner: Arc<Inner>,
     server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ConsulEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulEmulator")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for ConsulEmulator {
@@ -104,7 +112,12 @@ impl Drop for ConsulEmulator {
 impl ConsulEmulator {
     /// Serves on a free port of 127.0.0.1, datacenter `dc1`; ACLs on when `token` is set.
     pub async fn start(token: Option<&str>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(Listen::default(), token).await
+    }
+
+    /// [`ConsulEmulator::start`] on the socket `listen` makes.
+    pub async fn start_on(listen: Listen, token: Option<&str>) -> Self {
+        let listener = listen.first();
         let address = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
@@ -121,12 +134,13 @@ impl ConsulEmulator {
         let server = tokio::spawn(serve(listener, inner.clone()));
         Self {
             address,
+            listen,
             inner,
             server: Mutex::new(Some(server)),
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
@@ -210,9 +224,9 @@ impl ConsulEmulator {
         }
     }
 
-    /// Serves again on the same address.
+    /// Serves again on the same address (bound by the same [`Listen`]).
     pub async fn resume(&self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
+        let listener = self.listen.at(self.address);
         let server = tokio::spawn(serve(listener, self.inner.clone()));
         *self.server.lock().unwrap() = Some(server);
     }
@@ -227,7 +241,7 @@ impl ConsulEmulator {
     }
 }
 
-async fn serve(listener: TcpListener, inner: Arc<Inner>) {
+async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
     // Connections live in this task's set: aborting the server cuts them all.
     let mut connections = JoinSet::new();
     loop {

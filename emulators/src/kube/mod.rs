@@ -1,5 +1,5 @@
 //! A Kubernetes API server **emulator** for tests — not Kubernetes. It serves, over real
-//! HTTP on 127.0.0.1, the part of the Kubernetes API (v1.33) that hostmesh reads, following
+//! HTTP (on 127.0.0.1 unless a [`Listen`] says otherwise), the part of the Kubernetes API (v1.33) that hostmesh reads, following
 //! the documented API concepts ("Efficient detection of changes", "Resource versions",
 //! "Watch bookmarks", "Retrieving large results sets in chunks"):
 //!
@@ -26,8 +26,6 @@
 //! [`KubeEmulator::close_watches`] (the server ending streams), [`KubeEmulator::compact`],
 //! [`KubeEmulator::hold_watches`] (new watches wait, so a change can fall between a client's
 //! watches), and the request log.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 mod http;
 
 use std::collections::BTreeMap;
@@ -37,9 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::Listen;
 
 pub const TOKEN: &str = "emulator-token";
 
@@ -157,8 +156,17 @@ pub(crate) struct Inner {
 /// The emulator. Stops serving when dropped.
 pub struct KubeEmulator {
     address: SocketAddr,
+    listen: Listen,
     inner: Arc<Inner>,
     server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for KubeEmulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeEmulator")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for KubeEmulator {
@@ -170,7 +178,12 @@ impl Drop for KubeEmulator {
 impl KubeEmulator {
     /// Serves on a free port of 127.0.0.1; Istio's CRDs are installed when `crds`.
     pub async fn start(crds: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(Listen::default(), crds).await
+    }
+
+    /// [`KubeEmulator::start`] on the socket `listen` makes.
+    pub async fn start_on(listen: Listen, crds: bool) -> Self {
+        let listener = listen.first();
         let address = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
@@ -188,12 +201,13 @@ impl KubeEmulator {
         let server = tokio::spawn(http::serve(listener, inner.clone()));
         Self {
             address,
+            listen,
             inner,
             server: Mutex::new(Some(server)),
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
         format!("http://{}", self.address)
     }
@@ -332,7 +346,7 @@ impl KubeEmulator {
 
     /// Serves again on the same address, with the same data.
     pub async fn resume(&self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
+        let listener = self.listen.at(self.address);
         let server = tokio::spawn(http::serve(listener, self.inner.clone()));
         *self.server.lock().unwrap() = Some(server);
     }
