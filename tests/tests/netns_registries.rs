@@ -101,6 +101,22 @@ fn consul_healthy(status: &str) -> Option<bool> {
     Some(!row.contains(" NO "))
 }
 
+/// Polls `hostmesh status` until the `consul` row says `healthy`; returns the status.
+fn wait_consul_health(lab: &Lab, bins: &Binaries, control: &Control, healthy: bool) -> String {
+    let start = Instant::now();
+    loop {
+        let status = hostmesh(lab, bins, control, &["status"]);
+        if consul_healthy(&status) == Some(healthy) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < BOUND,
+            "Consul never healthy={healthy}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Where the emulators listen. `hostmesh-control` runs in the lab's switch namespace, so
 /// 127.0.0.1 of the test's own namespace is out of its reach, and the bridge address
 /// 10.77.0.254 exists only inside the switch namespace. So each emulator's socket is bound
@@ -131,8 +147,12 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     // Plaintext apps on the agentless hosts; each answer says which service and host.
     let mut apps = Vec::new();
     for (host, name) in [(&a, "a"), (&b, "b")] {
-        for (port, service) in [(8080, "web"), (8081, "shop"), (9999, "bill"), (7070, "clash")]
-        {
+        for (port, service) in [
+            (8080, "web"),
+            (8081, "shop"),
+            (9999, "bill"),
+            (7070, "clash"),
+        ] {
             let text = format!("{service}@{name}");
             let addr = SocketAddr::from(([0, 0, 0, 0], port));
             apps.push(HttpApp::start(host.netns(), addr, &text).unwrap());
@@ -161,7 +181,7 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     );
     let kubeconfig = kube.write_kubeconfig(&lab.subdir("kube").unwrap());
     let settings = format!(
-        "consul:\n  address: {}\n  wait: 30s\nkubernetes:\n  kubeconfig: {}\n  namespaces: [retail]\n",
+        "consul:\n  address: {}\n  wait: 2m\nkubernetes:\n  kubeconfig: {}\n  namespaces: [retail]\n",
         consul.url(),
         kubeconfig.display()
     );
@@ -188,7 +208,13 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     wait_answer(&front, WEB, "web@b");
     kube.apply(
         Res::EndpointSlices,
-        slice("retail", "shop-1", "shop", &[&a_ip, &b_ip], &[("http", 8081)]),
+        slice(
+            "retail",
+            "shop-1",
+            "shop",
+            &[&a_ip, &b_ip],
+            &[("http", 8081)],
+        ),
     );
     wait_answer(&front, SHOP, "shop@b");
     wait_answer(&front, SHOP, "shop@a");
@@ -200,10 +226,16 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     // Provenance of each, as an operator asks for it.
     let describe = |host: &str| hostmesh(&lab, &bins, &control, &["describe", "service", host]);
     let out = describe("web.service.consul");
-    assert!(out.contains("From:      consul: consul service web"), "{out}");
+    assert!(
+        out.contains("From:      consul: consul service web"),
+        "{out}"
+    );
     assert_endpoint(&out, &format!("{b_ip}:8080"), "consul", "instance web-1");
     let out = describe("shop.retail.svc.cluster.local");
-    assert!(out.contains("From:      kubernetes: Service retail/shop"), "{out}");
+    assert!(
+        out.contains("From:      kubernetes: Service retail/shop"),
+        "{out}"
+    );
     for ip in [&a_ip, &b_ip] {
         assert_endpoint(
             &out,
@@ -235,16 +267,8 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     let status = hostmesh(&lab, &bins, &control, &["status"]);
     assert_eq!(consul_healthy(&status), Some(true), "{status}");
     consul.stop();
-    let start = Instant::now();
-    loop {
-        let status = hostmesh(&lab, &bins, &control, &["status"]);
-        if consul_healthy(&status) == Some(false) {
-            assert!(status.contains("cannot reach Consul"), "{status}");
-            break;
-        }
-        assert!(start.elapsed() < BOUND, "Consul never unhealthy: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let status = wait_consul_health(&lab, &bins, &control, false);
+    assert!(status.contains("cannot reach Consul"), "{status}");
     for _ in 0..3 {
         let answer = curl(&front, WEB);
         assert!(
@@ -256,8 +280,8 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     consul.register("web", Instance::new("web-1", &a_ip, 8080));
     runtime.block_on(consul.resume());
     wait_answer(&front, WEB, "web@a");
-    let status = hostmesh(&lab, &bins, &control, &["status"]);
-    assert_eq!(consul_healthy(&status), Some(true), "{status}");
+    // Healthy again once every query (the catalog's and each service's) has been answered.
+    wait_consul_health(&lab, &bins, &control, true);
 
     drop(apps);
     lab.teardown();
