@@ -18,22 +18,18 @@
 //!   `X-Consul-Results-Filtered-By-ACLs: true`.
 //! - An unknown `dc` gets `500 No path to datacenter`.
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
 use crate::Listen;
+use crate::server::Server;
 
 /// One registered instance.
 #[derive(Debug, Clone)]
@@ -77,6 +73,7 @@ struct Data {
     services: BTreeMap<String, (u64, Vec<Instance>)>,
 }
 
+#[derive(Debug)]
 struct Inner {
     data: Mutex<Data>,
     changed: watch::Sender<u64>,
@@ -88,25 +85,10 @@ struct Inner {
 }
 
 /// The emulator. Stops serving when dropped.
+#[derive(Debug)]
 pub struct ConsulEmulator {
-    address: SocketAddr,
-    listen: Listen,
     inner: Arc<Inner>,
-    server: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for ConsulEmulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsulEmulator")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for ConsulEmulator {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    server: Server,
 }
 
 impl ConsulEmulator {
@@ -117,8 +99,6 @@ impl ConsulEmulator {
 
     /// [`ConsulEmulator::start`] on the socket `listen` makes.
     pub async fn start_on(listen: Listen, token: Option<&str>) -> Self {
-        let listener = listen.first();
-        let address = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
                 index: 10,
@@ -131,18 +111,17 @@ impl ConsulEmulator {
             requests: Mutex::new(Vec::new()),
             blocked: watch::channel(0).0,
         });
-        let server = tokio::spawn(serve(listener, inner.clone()));
-        Self {
-            address,
-            listen,
-            inner,
-            server: Mutex::new(Some(server)),
-        }
+        let state = inner.clone();
+        let server = Server::start(listen, move |request| {
+            let inner = state.clone();
+            async move { answer(&inner, request).await.map(BodyExt::boxed) }
+        });
+        Self { inner, server }
     }
 
     /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address())
     }
 
     /// Every request line (`/v1/...?...`) received so far.
@@ -219,16 +198,12 @@ impl ConsulEmulator {
 
     /// Stops answering: the listener closes and open connections are cut.
     pub fn stop(&self) {
-        if let Some(server) = self.server.lock().unwrap().take() {
-            server.abort();
-        }
+        self.server.stop();
     }
 
     /// Serves again on the same address (bound by the same [`Listen`]).
     pub async fn resume(&self) {
-        let listener = self.listen.at(self.address);
-        let server = tokio::spawn(serve(listener, self.inner.clone()));
-        *self.server.lock().unwrap() = Some(server);
+        self.server.resume();
     }
 
     fn write(&self, change: impl FnOnce(&mut Data)) {
@@ -238,27 +213,6 @@ impl ConsulEmulator {
         let index = d.index;
         drop(d);
         self.inner.changed.send_replace(index);
-    }
-}
-
-async fn serve(listener: tokio::net::TcpListener, inner: Arc<Inner>) {
-    // Connections live in this task's set: aborting the server cuts them all.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let inner = inner.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let inner = inner.clone();
-                async move { Ok::<_, Infallible>(answer(&inner, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-        while connections.try_join_next().is_some() {}
     }
 }
 

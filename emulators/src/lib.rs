@@ -18,5 +18,6 @@
 pub mod consul;
 pub mod kube;
 mod listen;
+mod server;
 
 pub use listen::Listen;

@@ -38,23 +38,20 @@ const BOUND: Duration = Duration::from_secs(30);
 const STATIC: &str = "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: bill-service, namespace: demo}
-spec:
-  hosts: [bill-service.demo.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 9999, name: http, protocol: HTTP}]
-  endpoints: [{address: ENDPOINT}]
+spec: {hosts: [bill-service.demo.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC,
+  ports: [{number: 9999, name: http, protocol: HTTP}], endpoints: [{address: ENDPOINT}]}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: clash-override, namespace: demo}
-spec:
-  hosts: [clash.service.consul]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 7070, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.77.0.2}]
+spec: {hosts: [clash.service.consul], location: MESH_INTERNAL, resolution: STATIC,
+  ports: [{number: 7070, name: http, protocol: HTTP}], endpoints: [{address: 10.77.0.2}]}
 ";
+
+/// The EndpointSlice of Kubernetes service `retail/shop`: its pods at `addresses`, port 8081.
+fn shop_slice(addresses: &[&str]) -> serde_json::Value {
+    slice("retail", "shop-1", "shop", addresses, &[("http", 8081)])
+}
 
 fn static_registry(bill_endpoint: Ipv4Addr) -> String {
     STATIC.replace("ENDPOINT", &bill_endpoint.to_string())
@@ -175,10 +172,7 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     );
     let a_ip = a.ip().to_string();
     let b_ip = b.ip().to_string();
-    kube.apply(
-        Res::EndpointSlices,
-        slice("retail", "shop-1", "shop", &[&a_ip], &[("http", 8081)]),
-    );
+    kube.apply(Res::EndpointSlices, shop_slice(&[&a_ip]));
     let kubeconfig = kube.write_kubeconfig(&lab.subdir("kube").unwrap());
     let settings = format!(
         "consul:\n  address: {}\n  wait: 2m\nkubernetes:\n  kubeconfig: {}\n  namespaces: [retail]\n",
@@ -206,16 +200,7 @@ fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
     // An update in each source reaches front.
     consul.register("web", Instance::new("web-1", &b_ip, 8080));
     wait_answer(&front, WEB, "web@b");
-    kube.apply(
-        Res::EndpointSlices,
-        slice(
-            "retail",
-            "shop-1",
-            "shop",
-            &[&a_ip, &b_ip],
-            &[("http", 8081)],
-        ),
-    );
+    kube.apply(Res::EndpointSlices, shop_slice(&[&a_ip, &b_ip]));
     wait_answer(&front, SHOP, "shop@b");
     wait_answer(&front, SHOP, "shop@a");
     control

@@ -29,16 +29,15 @@
 mod http;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::Listen;
+use crate::server::Server;
 
 pub const TOKEN: &str = "emulator-token";
 
@@ -139,6 +138,7 @@ impl Data {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) data: Mutex<Data>,
     /// The latest resource version, for watchers.
@@ -154,19 +154,10 @@ pub(crate) struct Inner {
 }
 
 /// The emulator. Stops serving when dropped.
+#[derive(Debug)]
 pub struct KubeEmulator {
-    address: SocketAddr,
-    listen: Listen,
     inner: Arc<Inner>,
-    server: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for KubeEmulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeEmulator")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
+    server: Server,
 }
 
 impl Drop for KubeEmulator {
@@ -183,8 +174,6 @@ impl KubeEmulator {
 
     /// [`KubeEmulator::start`] on the socket `listen` makes.
     pub async fn start_on(listen: Listen, crds: bool) -> Self {
-        let listener = listen.first();
-        let address = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
                 rv: 100,
@@ -198,18 +187,14 @@ impl KubeEmulator {
             requests: Mutex::new(Vec::new()),
             bookmarks_sent: Mutex::new(0),
         });
-        let server = tokio::spawn(http::serve(listener, inner.clone()));
-        Self {
-            address,
-            listen,
-            inner,
-            server: Mutex::new(Some(server)),
-        }
+        let state = inner.clone();
+        let server = Server::start(listen, move |request| http::answer(state.clone(), request));
+        Self { inner, server }
     }
 
     /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address())
     }
 
     /// A kubeconfig for the emulator (context `emulator`, a bearer token).
@@ -338,17 +323,13 @@ impl KubeEmulator {
 
     /// Stops answering: the listener closes and open connections (and watches) are cut.
     pub fn stop(&self) {
-        if let Some(server) = self.server.lock().unwrap().take() {
-            server.abort();
-        }
+        self.server.stop();
         self.close_watches();
     }
 
     /// Serves again on the same address, with the same data.
     pub async fn resume(&self) {
-        let listener = self.listen.at(self.address);
-        let server = tokio::spawn(http::serve(listener, self.inner.clone()));
-        *self.server.lock().unwrap() = Some(server);
+        self.server.resume();
     }
 }
 
