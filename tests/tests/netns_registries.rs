@@ -131,11 +131,7 @@ fn in_switch(switch: &Netns) -> Listen {
 
 #[test]
 fn consul_kubernetes_and_static_services_reach_a_meshed_host_by_name() {
-    let found = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "`curl` is missing: run scripts/setup");
+    hostmesh_lab::require_tool("curl", "install curl (scripts/setup)").unwrap();
     let bins = Binaries::locate().expect("the hostmesh binaries (cargo build --bins)");
     let mut lab = Lab::new("registries").expect("a lab (needs root, ip and nft)");
     let front = lab.add_host("front").unwrap();
