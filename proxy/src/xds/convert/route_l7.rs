@@ -154,3 +154,168 @@ pub fn fallback(c: &mut Cluster, p: &mut Problems<'_>) -> Option<FallbackSpec> {
         body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use envoy_types::pb::envoy::config::accesslog::v3::{AccessLogFilter, ResponseFlagFilter};
+    use envoy_types::pb::envoy::config::core::v3::{
+        DataSource, Metadata, RuntimeFractionalPercent, SubstitutionFormatString,
+    };
+    use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
+    use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
+    use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+    use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+    use envoy_types::util::pack_any;
+
+    use super::*;
+    use crate::xds::wire::Rejection;
+
+    fn messages(out: &[Rejection]) -> Vec<String> {
+        out.iter().map(ToString::to_string).collect()
+    }
+
+    fn exact(v: &str, ignore_case: bool) -> StringMatcher {
+        StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(v.into())),
+            ignore_case,
+        }
+    }
+
+    #[test]
+    fn a_cors_policy_becomes_a_spec_and_unsupported_fields_are_named() {
+        let policy = CorsPolicy {
+            allow_origin_string_match: vec![exact("https://a.example", false)],
+            allow_methods: "GET,POST".into(),
+            expose_headers: "x-trace".into(),
+            max_age: "600".into(),
+            allow_credentials: Some(BoolValue { value: true }),
+            ..Default::default()
+        };
+        let mut r = Route {
+            typed_per_filter_config: HashMap::from([(CORS_FILTER.to_owned(), pack_any(policy))]),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut p = Problems::new("RouteConfiguration", "80", &mut out);
+        let c = cors(&mut r, "route", &mut p).unwrap();
+        assert!(r.typed_per_filter_config.is_empty(), "taken out");
+        assert!(matches!(&c.allow_origins[..], [HeaderValueSpec::Exact(o)] if o == "https://a.example"));
+        assert_eq!((c.allow_methods.as_str(), c.max_age.as_str()), ("GET,POST", "600"));
+        assert!(c.allow_credentials && c.forward_not_matching_preflights);
+        assert!(out.is_empty(), "{out:?}");
+
+        let policy = CorsPolicy {
+            allow_origin_string_match: vec![exact("https://a.example", true)],
+            shadow_enabled: Some(RuntimeFractionalPercent::default()),
+            forward_not_matching_preflights: Some(BoolValue { value: false }),
+            ..Default::default()
+        };
+        let mut r = Route {
+            typed_per_filter_config: HashMap::from([(CORS_FILTER.to_owned(), pack_any(policy))]),
+            ..Default::default()
+        };
+        let mut p = Problems::new("RouteConfiguration", "80", &mut out);
+        let c = cors(&mut r, "route", &mut p).unwrap();
+        assert!(!c.forward_not_matching_preflights);
+        let got = messages(&out).join("\n");
+        assert!(got.contains("route: cors.allow_origin_string_match: only exact"), "{got}");
+        assert!(got.contains("cors: field(s) 8 of"), "{got}");
+    }
+
+    #[test]
+    fn mirror_policies_keep_cluster_and_share() {
+        let fraction = |numerator, d: DenominatorType| RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator,
+                denominator: d as i32,
+            }),
+            runtime_key: String::new(),
+        };
+        let mut a = RouteAction {
+            request_mirror_policies: vec![
+                RequestMirrorPolicy {
+                    cluster: "outbound|80|v2|shop".into(),
+                    runtime_fraction: Some(fraction(25, DenominatorType::Hundred)),
+                    trace_sampled: Some(BoolValue { value: false }),
+                    ..Default::default()
+                },
+                RequestMirrorPolicy {
+                    cluster: "outbound|80||other".into(),
+                    ..Default::default()
+                },
+                RequestMirrorPolicy {
+                    cluster_header: "x-mirror".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let mut p = Problems::new("RouteConfiguration", "80", &mut out);
+        let m = mirrors(&mut a, "route", &mut p);
+        assert_eq!(
+            m.iter().map(|m| (m.cluster.as_str(), m.share)).take(2).collect::<Vec<_>>(),
+            [("outbound|80|v2|shop", 250_000), ("outbound|80||other", 1_000_000)]
+        );
+        let got = messages(&out).join("\n");
+        assert!(got.contains("request_mirror_policies[2]: only a named cluster"), "{got}");
+        assert!(got.contains("cluster_header"), "{got}");
+    }
+
+    fn with_fallback(m: ResponseMapper) -> Cluster {
+        Cluster {
+            metadata: Some(Metadata {
+                typed_filter_metadata: HashMap::from([(FALLBACK_METADATA.to_owned(), pack_any(m))]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn flags(f: &[&str]) -> Option<AccessLogFilter> {
+        Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                flags: f.iter().map(|s| (*s).to_owned()).collect(),
+            })),
+        })
+    }
+
+    #[test]
+    fn a_fallback_response_mapper_in_cluster_metadata_becomes_a_spec() {
+        let mut c = with_fallback(ResponseMapper {
+            filter: flags(&["UO", "UH"]),
+            status_code: Some(UInt32Value { value: 200 }),
+            body: Some(DataSource {
+                specifier: Some(Specifier::InlineString("[]".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let mut p = Problems::new("Cluster", "outbound|80||shop", &mut out);
+        let f = fallback(&mut c, &mut p).unwrap();
+        assert_eq!((f.flags.len(), f.status, f.body.as_slice()), (2, Some(200), &b"[]"[..]));
+        assert!(out.is_empty(), "{out:?}");
+
+        let mut c = with_fallback(ResponseMapper {
+            filter: flags(&["UF"]),
+            ..Default::default()
+        });
+        let mut p = Problems::new("Cluster", "outbound|80||shop", &mut out);
+        assert!(fallback(&mut c, &mut p).is_none());
+        let mut c = with_fallback(ResponseMapper {
+            filter: flags(&["UH"]),
+            body_format_override: Some(SubstitutionFormatString::default()),
+            ..Default::default()
+        });
+        let mut p = Problems::new("Cluster", "outbound|80||shop", &mut out);
+        fallback(&mut c, &mut p);
+        let got = messages(&out).join("\n");
+        assert!(got.contains("response_flag_filter of UO and/or UH"), "{got}");
+        assert!(got.contains("field(s) 4 of"), "{got}");
+    }
+}
