@@ -27,12 +27,12 @@ use rand::Rng;
 use std::sync::Arc;
 
 use crate::Proxy;
-use crate::route_l7::{self as l7, CorsStep};
 use crate::config::policy::AttemptOutcome;
 use crate::config::{Cluster, Route};
 use crate::http_proxy::{self as http, Failure, Upstream, error_response};
 use crate::metrics::Direction;
 use crate::pool::{Body, PoolKey};
+use crate::route_l7::{self as l7, CorsStep};
 use crate::tls::Codec;
 
 /// Request bodies up to this size are kept for retries; larger ones are sent once.
@@ -51,13 +51,20 @@ pub(crate) async fn serve(
     authority: String,
 ) -> Response<Body> {
     // The CORS filter comes first: a preflight it answers goes no further.
-    let (mut response, cors_origin) = match route.policy().cors().map(|c| (c, l7::cors_request(c, &req))) {
+    let (mut response, cors_origin) = match route
+        .policy()
+        .cors()
+        .map(|c| (c, l7::cors_request(c, &req)))
+    {
         Some((_, CorsStep::Answer(r))) => (r, None),
         Some((c, CorsStep::Continue(origin))) => (
             routed(proxy, dst, h2_service, route, req, authority).await,
             origin.map(|o| (c, o)),
         ),
-        None => (routed(proxy, dst, h2_service, route, req, authority).await, None),
+        None => (
+            routed(proxy, dst, h2_service, route, req, authority).await,
+            None,
+        ),
     };
     if let Some((cors, origin)) = cors_origin {
         l7::cors_response(cors, origin, response.headers_mut());
@@ -261,7 +268,10 @@ async fn mirror(
         };
         tokio::spawn(async move {
             let mut tried = Vec::new();
-            let result = attempt(&proxy, &cluster, codec, timeout, req, &shadow, &mut tried, 1).await;
+            let result = attempt(
+                &proxy, &cluster, codec, timeout, req, &shadow, &mut tried, 1,
+            )
+            .await;
             match result {
                 Ok(r) => l7::discard(r).await,
                 Err(error) => tracing::debug!(cluster = cluster.name(), ?error, "mirror failed"),

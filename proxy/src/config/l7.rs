@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::StatusCode;
+use http::header::HeaderValue;
 
 use super::cluster::Cluster;
 use super::policy::HeaderEdits;

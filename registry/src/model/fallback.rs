@@ -110,16 +110,28 @@ mod tests {
             (r#"{"body": "x"}"#, "status"),
             (r#"{"status": 99}"#, "status: 99"),
             (r#"{"status": 200, "colour": 1}"#, "colour"),
-            (r#"{"status": 200, "headers": {"bad name": "x"}}"#, "headers"),
-            (r#"{"status": 200, "headers": {"x-a": "line\nbreak"}}"#, "headers.x-a"),
-            (r#"{"status": 200, "headers": {"content-length": "3"}}"#, "proxy"),
+            (
+                r#"{"status": 200, "headers": {"bad name": "x"}}"#,
+                "headers",
+            ),
+            (
+                r#"{"status": 200, "headers": {"x-a": "line\nbreak"}}"#,
+                "headers.x-a",
+            ),
+            (
+                r#"{"status": 200, "headers": {"content-length": "3"}}"#,
+                "proxy",
+            ),
         ] {
             match Fallback::parse(bad) {
                 Ok(f) => panic!("{bad} parsed as {f:?}"),
                 Err(e) => assert!(e.contains(says), "{bad}: {e}"),
             }
         }
-        let big = format!(r#"{{"status": 200, "body": "{}"}}"#, "x".repeat(MAX_BODY + 1));
+        let big = format!(
+            r#"{{"status": 200, "body": "{}"}}"#,
+            "x".repeat(MAX_BODY + 1)
+        );
         assert!(Fallback::parse(&big).is_err_and(|e| e.starts_with("body:")));
     }
 }

@@ -45,7 +45,10 @@ spec:
 /// An app that records the `Host` and path of every request it sees.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-fn recording(status: u16, delay: impl Fn(&str) -> Duration + Send + Sync + 'static) -> (Behaviour, Seen) {
+fn recording(
+    status: u16,
+    delay: impl Fn(&str) -> Duration + Send + Sync + 'static,
+) -> (Behaviour, Seen) {
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let behaviour: Behaviour = Arc::new(move |req| {
@@ -102,12 +105,19 @@ async fn a_cors_preflight_is_answered_by_the_proxy_and_allowed_origins_get_their
     let world = TrafficWorld::start([&v1, &v2], &policy).await;
 
     // Allowed origins (exact, prefix, regex): the proxy answers the preflight itself.
-    for origin in ["https://shop.example", "https://dev.shop", "https://qa.test"] {
+    for origin in [
+        "https://shop.example",
+        "https://dev.shop",
+        "https://qa.test",
+    ] {
         let a = world.send(preflight("/items", origin)).await;
         assert_eq!(a.status, 200, "{origin}");
         assert_eq!(a.header("access-control-allow-origin"), origin);
         assert_eq!(a.header("access-control-allow-methods"), "GET,POST");
-        assert_eq!(a.header("access-control-allow-headers"), "x-token,content-type");
+        assert_eq!(
+            a.header("access-control-allow-headers"),
+            "x-token,content-type"
+        );
         assert_eq!(a.header("access-control-max-age"), "600");
         assert_eq!(a.header("access-control-allow-credentials"), "true");
         assert_eq!(a.header("x-app"), "none", "answered by the proxy");
@@ -117,13 +127,17 @@ async fn a_cors_preflight_is_answered_by_the_proxy_and_allowed_origins_get_their
 
     // A disallowed origin's preflight is forwarded (unmatchedPreflights unset: FORWARD) and
     // gets no CORS headers.
-    let a = world.send(preflight("/items", "https://evil.example")).await;
+    let a = world
+        .send(preflight("/items", "https://evil.example"))
+        .await;
     assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "v1"));
     assert_eq!(a.header("access-control-allow-origin"), "none");
     assert_eq!(a.header("access-control-allow-methods"), "none");
     assert_eq!(v1.hits(), 1);
     // With IGNORE it is answered by the proxy, without CORS headers.
-    let a = world.send(preflight("/strict", "https://evil.example")).await;
+    let a = world
+        .send(preflight("/strict", "https://evil.example"))
+        .await;
     assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "none"));
     assert_eq!(a.header("access-control-allow-origin"), "none");
     assert_eq!(v2.hits(), 0);
@@ -131,15 +145,30 @@ async fn a_cors_preflight_is_answered_by_the_proxy_and_allowed_origins_get_their
     // Actual requests: an allowed origin's answer carries the origin, exposed headers and
     // credentials; a disallowed one's carries nothing.
     let a = world
-        .send(request("GET", "/items", &[("origin", "https://shop.example")]))
+        .send(request(
+            "GET",
+            "/items",
+            &[("origin", "https://shop.example")],
+        ))
         .await;
     assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "v1"));
-    assert_eq!(a.header("access-control-allow-origin"), "https://shop.example");
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        "https://shop.example"
+    );
     assert_eq!(a.header("access-control-expose-headers"), "x-trace");
     assert_eq!(a.header("access-control-allow-credentials"), "true");
-    assert_eq!(a.header("access-control-allow-methods"), "none", "preflight only");
+    assert_eq!(
+        a.header("access-control-allow-methods"),
+        "none",
+        "preflight only"
+    );
     let a = world
-        .send(request("GET", "/items", &[("origin", "https://shop.example.evil")]))
+        .send(request(
+            "GET",
+            "/items",
+            &[("origin", "https://shop.example.evil")],
+        ))
         .await;
     assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "v1"));
     assert_eq!(a.header("access-control-allow-origin"), "none");
@@ -215,7 +244,10 @@ spec:
     let a = world.get("/slow").await;
     let took = started.elapsed();
     assert_eq!((a.status.as_u16(), a.header("x-app")), (200, "v1"));
-    assert!(took < Duration::from_millis(2500), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
     let deadline = Instant::now() + BOUND;
     while seen.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the mirror never arrived");
@@ -238,11 +270,21 @@ spec:
     for _ in 0..400 {
         assert_eq!(world.get("/pct").await.status, 200);
     }
-    let mirrored = settled(|| seen.lock().unwrap().iter().filter(|(_, p)| p == "/pct").count()).await;
+    let mirrored = settled(|| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p == "/pct")
+            .count()
+    })
+    .await;
     assert!((57..=143).contains(&mirrored), "{mirrored} of 400 mirrored");
     assert_eq!(v1.hits(), 1 + 3 + 400, "every original reached v1 once");
     assert!(
-        seen.lock().unwrap().iter().all(|(h, _)| h == &format!("{SHOP}-shadow")),
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|(h, _)| h == &format!("{SHOP}-shadow")),
         "every mirror carried the shadow host"
     );
 }

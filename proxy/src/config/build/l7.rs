@@ -40,7 +40,10 @@ pub(super) fn cors(spec: &CorsSpec, at: &str, problems: &mut Problems) -> Option
         forward_not_matching_preflights: spec.forward_not_matching_preflights,
     };
     if !spec.max_age.is_empty() && spec.max_age.parse::<u64>().is_err() {
-        problems.add(at, format!("CORS max_age {:?} is not whole seconds", spec.max_age));
+        problems.add(
+            at,
+            format!("CORS max_age {:?} is not whole seconds", spec.max_age),
+        );
     }
     (problems.0.len() == before).then_some(cors)
 }
@@ -73,7 +76,10 @@ pub(super) fn fallback(spec: &FallbackSpec, at: &str, problems: &mut Problems) -
         match f.as_str() {
             "UO" => overflow = true,
             "UH" => no_healthy = true,
-            other => problems.add(at, format!("fallback for response flag {other:?} is not supported (UO, UH)")),
+            other => problems.add(
+                at,
+                format!("fallback for response flag {other:?} is not supported (UO, UH)"),
+            ),
         }
     }
     let status = spec.status.map(|s| {
@@ -82,7 +88,10 @@ pub(super) fn fallback(spec: &FallbackSpec, at: &str, problems: &mut Problems) -
             .and_then(|s| StatusCode::from_u16(s).ok())
             .filter(|s| s.as_u16() >= 200)
             .unwrap_or_else(|| {
-                problems.add(at, format!("fallback status {s} is not an HTTP status (200-599)"));
+                problems.add(
+                    at,
+                    format!("fallback status {s} is not an HTTP status (200-599)"),
+                );
                 StatusCode::SERVICE_UNAVAILABLE
             })
     });

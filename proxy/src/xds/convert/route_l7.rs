@@ -117,7 +117,8 @@ pub fn fallback(c: &mut Cluster, p: &mut Problems<'_>) -> Option<FallbackSpec> {
     };
     let flags = match m.filter.take().and_then(|f| f.filter_specifier) {
         Some(FilterSpecifier::ResponseFlagFilter(f))
-            if !f.flags.is_empty() && f.flags.iter().all(|x| FALLBACK_FLAGS.contains(&x.as_str())) =>
+            if !f.flags.is_empty()
+                && f.flags.iter().all(|x| FALLBACK_FLAGS.contains(&x.as_str())) =>
         {
             f.flags
         }
@@ -167,7 +168,9 @@ mod tests {
     };
     use envoy_types::pb::envoy::config::route::v3::route_action::RequestMirrorPolicy;
     use envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher;
-    use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+    use envoy_types::pb::envoy::r#type::v3::{
+        FractionalPercent, fractional_percent::DenominatorType,
+    };
     use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
     use envoy_types::util::pack_any;
 
@@ -203,8 +206,13 @@ mod tests {
         let mut p = Problems::new("RouteConfiguration", "80", &mut out);
         let c = cors(&mut r, "route", &mut p).unwrap();
         assert!(r.typed_per_filter_config.is_empty(), "taken out");
-        assert!(matches!(&c.allow_origins[..], [HeaderValueSpec::Exact(o)] if o == "https://a.example"));
-        assert_eq!((c.allow_methods.as_str(), c.max_age.as_str()), ("GET,POST", "600"));
+        assert!(
+            matches!(&c.allow_origins[..], [HeaderValueSpec::Exact(o)] if o == "https://a.example")
+        );
+        assert_eq!(
+            (c.allow_methods.as_str(), c.max_age.as_str()),
+            ("GET,POST", "600")
+        );
         assert!(c.allow_credentials && c.forward_not_matching_preflights);
         assert!(out.is_empty(), "{out:?}");
 
@@ -222,7 +230,10 @@ mod tests {
         let c = cors(&mut r, "route", &mut p).unwrap();
         assert!(!c.forward_not_matching_preflights);
         let got = messages(&out).join("\n");
-        assert!(got.contains("route: cors.allow_origin_string_match: only exact"), "{got}");
+        assert!(
+            got.contains("route: cors.allow_origin_string_match: only exact"),
+            "{got}"
+        );
         assert!(got.contains("cors: field(s) 8 of"), "{got}");
     }
 
@@ -258,11 +269,20 @@ mod tests {
         let mut p = Problems::new("RouteConfiguration", "80", &mut out);
         let m = mirrors(&mut a, "route", &mut p);
         assert_eq!(
-            m.iter().map(|m| (m.cluster.as_str(), m.share)).take(2).collect::<Vec<_>>(),
-            [("outbound|80|v2|shop", 250_000), ("outbound|80||other", 1_000_000)]
+            m.iter()
+                .map(|m| (m.cluster.as_str(), m.share))
+                .take(2)
+                .collect::<Vec<_>>(),
+            [
+                ("outbound|80|v2|shop", 250_000),
+                ("outbound|80||other", 1_000_000)
+            ]
         );
         let got = messages(&out).join("\n");
-        assert!(got.contains("request_mirror_policies[2]: only a named cluster"), "{got}");
+        assert!(
+            got.contains("request_mirror_policies[2]: only a named cluster"),
+            "{got}"
+        );
         assert!(got.contains("cluster_header"), "{got}");
     }
 
@@ -298,7 +318,10 @@ mod tests {
         let mut out = Vec::new();
         let mut p = Problems::new("Cluster", "outbound|80||shop", &mut out);
         let f = fallback(&mut c, &mut p).unwrap();
-        assert_eq!((f.flags.len(), f.status, f.body.as_slice()), (2, Some(200), &b"[]"[..]));
+        assert_eq!(
+            (f.flags.len(), f.status, f.body.as_slice()),
+            (2, Some(200), &b"[]"[..])
+        );
         assert!(out.is_empty(), "{out:?}");
 
         let mut c = with_fallback(ResponseMapper {
@@ -315,7 +338,10 @@ mod tests {
         let mut p = Problems::new("Cluster", "outbound|80||shop", &mut out);
         fallback(&mut c, &mut p);
         let got = messages(&out).join("\n");
-        assert!(got.contains("response_flag_filter of UO and/or UH"), "{got}");
+        assert!(
+            got.contains("response_flag_filter of UO and/or UH"),
+            "{got}"
+        );
         assert!(got.contains("field(s) 4 of"), "{got}");
     }
 }

@@ -8,12 +8,12 @@ use super::{
     Context, Errors, FieldError, duration, host, is_ip_or_cidr, labels, one_of, percent, port,
 };
 use crate::model::config::{DestinationRule, Gateway, Meta, Subset, VirtualService};
+use crate::model::fallback::{FALLBACK_ANNOTATION, Fallback};
 use crate::model::istio::networking::{
-    CorsPolicy, Destination, DestinationRuleSpec, GatewaySpec, HttpRoute, StringMatch, TrafficPolicy,
-    VirtualServiceSpec,
+    CorsPolicy, Destination, DestinationRuleSpec, GatewaySpec, HttpRoute, StringMatch,
+    TrafficPolicy, VirtualServiceSpec,
 };
 use crate::model::protocol::Protocol;
-use crate::model::fallback::{FALLBACK_ANNOTATION, Fallback};
 use crate::model::rate_limit::{LOCAL_RATE_LIMIT_ANNOTATION, LocalRateLimit};
 use crate::model::types::is_dns1123_label;
 

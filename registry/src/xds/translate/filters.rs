@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::Loca
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 
 use super::names::{
-    CORS_FILTER, FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_STATS, ROUTER,
-    TCP_PROXY,
+    CORS_FILTER, FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER,
+    LOCAL_RATE_LIMIT_STATS, ROUTER, TCP_PROXY,
 };
 use super::proto::{ads, bool_value, network_filter};
 
@@ -53,7 +53,9 @@ fn fault() -> HttpFilter {
 fn cors() -> HttpFilter {
     HttpFilter {
         name: CORS_FILTER.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Cors::default()))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Cors::default(),
+        ))),
         ..Default::default()
     }
 }

@@ -214,7 +214,11 @@ mod tests {
     #[test]
     fn ordered_maps_iterate_in_key_order() {
         for _ in 0..50 {
-            let m = ordered_map(vec![("b".to_owned(), 2), ("a".to_owned(), 1), ("c".to_owned(), 3)]);
+            let m = ordered_map(vec![
+                ("b".to_owned(), 2),
+                ("a".to_owned(), 1),
+                ("c".to_owned(), 3),
+            ]);
             assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
         }
     }

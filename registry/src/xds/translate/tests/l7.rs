@@ -42,7 +42,10 @@ fn cors_policy_is_the_cors_filters_per_route_config() {
         .iter()
         .map(|m| m.match_pattern.clone().unwrap())
         .collect();
-    assert_eq!(origins[0], MatchPattern::Exact("https://shop.example".into()));
+    assert_eq!(
+        origins[0],
+        MatchPattern::Exact("https://shop.example".into())
+    );
     assert_eq!(origins[1], MatchPattern::Prefix("https://dev.".into()));
     assert!(matches!(&origins[2], MatchPattern::SafeRegex(r) if r.regex == "https://.*\\.test"));
     assert_eq!(c.allow_methods, "GET,POST");
@@ -51,7 +54,10 @@ fn cors_policy_is_the_cors_filters_per_route_config() {
     assert_eq!(c.max_age, "600");
     assert_eq!(c.allow_credentials.unwrap().value, true);
     assert_eq!(c.forward_not_matching_preflights.unwrap().value, false);
-    assert_eq!(c.filter_enabled.unwrap().default_value.unwrap().numerator, 100);
+    assert_eq!(
+        c.filter_enabled.unwrap().default_value.unwrap().numerator,
+        100
+    );
 }
 
 #[test]
@@ -63,9 +69,15 @@ fn two_per_filter_configs_encode_the_same_every_time() {
     let translate = || MeshTranslator::default().shared(&snapshot(&[&with_fault]));
     let first = translate();
     let rc: RouteConfiguration = decode(&first, type_url::ROUTE, "8080");
-    let mut names: Vec<_> = rc.virtual_hosts[0].routes[0].typed_per_filter_config.keys().collect();
+    let mut names: Vec<_> = rc.virtual_hosts[0].routes[0]
+        .typed_per_filter_config
+        .keys()
+        .collect();
     names.sort();
-    assert_eq!(names, ["envoy.filters.http.cors", "envoy.filters.http.fault"]);
+    assert_eq!(
+        names,
+        ["envoy.filters.http.cors", "envoy.filters.http.fault"]
+    );
     for _ in 0..20 {
         let again = translate();
         assert_eq!(
@@ -93,8 +105,16 @@ fn mirrors_carry_their_cluster_and_share_and_zero_percent_is_dropped() {
     assert_eq!(
         got,
         [
-            (format!("outbound|8080|v2|{SHOP}").as_str(), 125_000, million),
-            (format!("outbound|8080|v1|{SHOP}").as_str(), 1_000_000, million),
+            (
+                format!("outbound|8080|v2|{SHOP}").as_str(),
+                125_000,
+                million
+            ),
+            (
+                format!("outbound|8080|v1|{SHOP}").as_str(),
+                1_000_000,
+                million
+            ),
         ]
     );
     // The CORS route mirrors nothing.
@@ -122,7 +142,10 @@ fn the_fallback_annotation_is_a_response_mapper_on_every_cluster_of_the_host() {
             Some(Specifier::InlineString(r#"{"items":[]}"#.into()))
         );
         let h = m.headers_to_add[0].header.clone().unwrap();
-        assert_eq!((h.key.as_str(), h.value.as_str()), ("content-type", "application/json"));
+        assert_eq!(
+            (h.key.as_str(), h.value.as_str()),
+            ("content-type", "application/json")
+        );
     }
     // Without the annotation, no metadata.
     let plain = MeshTranslator::default().shared(&snapshot(&[TRAFFIC]));
@@ -130,6 +153,9 @@ fn the_fallback_annotation_is_a_response_mapper_on_every_cluster_of_the_host() {
     assert!(c.metadata.is_none());
 }
 
-fn cluster_named(set: &ResourceSet, name: &str) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
+fn cluster_named(
+    set: &ResourceSet,
+    name: &str,
+) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
     decode(set, type_url::CLUSTER, name)
 }
