@@ -50,12 +50,13 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
     authority: String,
 ) -> Response<Body> {
-    // The CORS filter comes first: a preflight it answers goes no further.
-    let (mut response, cors_origin) = match route
+    // The CORS filter comes first: a preflight it answers goes no further. Like Envoy's, it
+    // is bypassed on redirect routes.
+    let cors = route
         .policy()
         .cors()
-        .map(|c| (c, l7::cors_request(c, &req)))
-    {
+        .filter(|_| route.policy().redirect().is_none());
+    let (mut response, cors_origin) = match cors.map(|c| (c, l7::cors_request(c, &req))) {
         Some((_, CorsStep::Answer(r))) => (r, None),
         Some((c, CorsStep::Continue(origin))) => (
             routed(proxy, dst, h2_service, route, req, authority).await,
