@@ -18,7 +18,9 @@
 //!   them (their nftables tables go with them) and their `/etc/netns` folders, and removes the
 //!   working folder (kept when `HOSTMESH_LAB_KEEP` is set, for the logs).
 //! - [`Netns::run`] runs a closure on a thread inside a namespace: bind sockets there, then use
-//!   them from anywhere. [`HttpApp`] is a tiny HTTP server started that way.
+//!   them from anywhere. [`HttpApp`] is a tiny HTTP server started that way; a request's
+//!   query can make it answer a status or wait (`?status=503&sleep_ms=5000&only=v1`), it
+//!   echoes what arrived in headers and counts arrivals by path ([`HttpApp::hits`]).
 //! - [`Control`] starts the real `hostmesh-control` in the switch namespace (fresh CA, a
 //!   registry folder, join tokens); [`Agent`] starts the real `hostmesh-agent run` on a host
 //!   from an [`AgentSpec`] and waits for `READY=1`. [`Binaries::locate`] finds both programs.
