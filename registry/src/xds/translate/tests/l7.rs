@@ -52,8 +52,8 @@ fn cors_policy_is_the_cors_filters_per_route_config() {
     assert_eq!(c.allow_headers, "x-token,content-type");
     assert_eq!(c.expose_headers, "x-trace");
     assert_eq!(c.max_age, "600");
-    assert_eq!(c.allow_credentials.unwrap().value, true);
-    assert_eq!(c.forward_not_matching_preflights.unwrap().value, false);
+    assert!(c.allow_credentials.unwrap().value);
+    assert!(!c.forward_not_matching_preflights.unwrap().value);
     assert_eq!(
         c.filter_enabled.unwrap().default_value.unwrap().numerator,
         100
