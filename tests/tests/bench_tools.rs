@@ -73,10 +73,10 @@ async fn open_loop_sends_exactly_the_rate_for_the_duration() {
 }
 
 /// gRPC against the bench's own server, open loop on two connections: every call is
-/// answered on time. A per-call stall (the server's answer waiting for the client's delayed
-/// ACK because its sockets lacked `TCP_NODELAY`: ≥ 40 ms a call, so ≤ 50 calls/s on two
-/// connections) lets the queue grow to seconds here, and at the bench's 1,000 rps over 16
-/// connections leaves calls unserved.
+/// answered, and on time. A per-call stall (the server's answer waiting for the client's
+/// delayed ACK because its sockets lacked `TCP_NODELAY`: ≥ 40 ms a call, so ≤ 50 calls/s on
+/// two connections) queues the calls here (p50 over a second, the last answer seconds after
+/// the last send), and at the bench's 1,000 rps over 16 connections leaves calls unserved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_to_the_bench_server_are_answered_on_time() {
     let (grpc, addr) = listener().await;
@@ -92,9 +92,13 @@ async fn grpc_calls_to_the_bench_server_are_answered_on_time() {
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(report.abandoned, 0, "{report:?}");
     assert!(report.error_kinds.is_empty(), "{report:?}");
-    // Measured from the intended send time, so a stall anywhere shows; 20 ms is half the
-    // delayed-ACK stall and far above a call on a loaded machine (≈ 4 ms).
-    assert!(report.latency.p50_us < 20_000.0, "{report:?}");
+    // Latency counts from the intended send time, so a queue shows. A call takes ≈ 4 ms here,
+    // ≈ 25 ms on a loaded machine; the bounds leave room for that, not for a growing queue.
+    assert!(report.latency.p50_us < 200_000.0, "{report:?}");
+    assert!(
+        report.elapsed_s < 4.5,
+        "the last answer came late: {report:?}"
+    );
 }
 
 /// A failed call is counted under its kind, with the first message.
