@@ -26,6 +26,7 @@
 
 mod cluster;
 mod endpoint;
+mod fallback;
 mod filters;
 mod inbound;
 mod name_table;
@@ -35,6 +36,7 @@ mod policy;
 mod proto;
 mod resilience;
 mod route;
+mod route_l7;
 mod route_policy;
 mod tls;
 mod view;
