@@ -1,5 +1,6 @@
 //! `hostmesh-lab`: a mesh of hosts on one machine, made of network namespaces, for the demo,
-//! end-to-end tests and benchmarks. Needs root, `ip` (iproute2) and `nft` (nftables).
+//! end-to-end tests and benchmarks. Needs root, `ip` (iproute2) and `nft` (nftables);
+//! [`require_tool`] checks for what a test needs beyond them (`curl`, …).
 //!
 //! ```text
 //!  switch namespace  hm-<tag>-<pid>-<n>-sw   br0 10.77.0.254/24   (hostmesh-control here)
@@ -50,7 +51,7 @@ mod process;
 
 pub use app::HttpApp;
 pub use error::{LabError, Result};
-pub use lab::{Host, Lab, PREFIX_LEN, SWITCH_IP, require_root_and_tools};
+pub use lab::{Host, Lab, PREFIX_LEN, SWITCH_IP, require_root_and_tools, require_tool};
 pub use mesh::{Agent, AgentSpec, Binaries, CONTROL_PORT, Control, START_BOUND, STATUS_PORT};
 pub use netns::Netns;
 pub use process::{Process, STOP_GRACE, killed_by_sigkill};

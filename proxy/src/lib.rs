@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod pool;
 mod route_exec;
+mod route_l7;
 pub mod tls;
 pub mod xds;
 

@@ -72,6 +72,55 @@ async fn open_loop_sends_exactly_the_rate_for_the_duration() {
     assert_eq!(report.latency.count, report.completed, "{report:?}");
 }
 
+/// gRPC against the bench's own server, open loop on two connections: every call is
+/// answered, and on time. A per-call stall (the server's answer waiting for the client's
+/// delayed ACK because its sockets lacked `TCP_NODELAY`: ≥ 40 ms a call, so ≤ 50 calls/s on
+/// two connections) queues the calls here (p50 over a second, the last answer seconds after
+/// the last send), and at the bench's 1,000 rps over 16 connections leaves calls unserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_to_the_bench_server_are_answered_on_time() {
+    let (grpc, addr) = listener().await;
+    tokio::spawn(servers::serve_grpc(grpc));
+    let spec = LoadSpec {
+        rate: Some(100),
+        connections: 2,
+        duration: Duration::from_secs(3),
+    };
+    let report = openloop::run(target(addr, Protocol::Grpc), spec).await;
+    assert_eq!(report.intended, 300, "{report:?}");
+    assert_eq!(report.completed, 300, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.abandoned, 0, "{report:?}");
+    assert!(report.error_kinds.is_empty(), "{report:?}");
+    // Latency counts from the intended send time, so a queue shows. A call takes ≈ 4 ms here,
+    // ≈ 25 ms on a loaded machine; the bounds leave room for that, not for a growing queue.
+    assert!(report.latency.p50_us < 200_000.0, "{report:?}");
+    assert!(
+        report.elapsed_s < 4.5,
+        "the last answer came late: {report:?}"
+    );
+}
+
+/// A failed call is counted under its kind, with the first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_calls_are_counted_by_kind_with_the_first_message() {
+    // A port nothing listens on: every connect is refused.
+    let (closed, addr) = listener().await;
+    drop(closed);
+    let spec = LoadSpec {
+        rate: Some(50),
+        connections: 2,
+        duration: Duration::from_millis(200),
+    };
+    let report = openloop::run(target(addr, Protocol::Http1), spec).await;
+    assert_eq!(report.completed, 0, "{report:?}");
+    let connect = report.error_kinds.get("connect").expect("connect errors");
+    assert_eq!(connect.count, report.errors, "{report:?}");
+    assert!(connect.count >= 2, "{report:?}");
+    assert!(connect.first.contains(&addr.to_string()), "{report:?}");
+    assert_eq!(report.error_kinds.len(), 1, "{report:?}");
+}
+
 /// A server that needs 20 ms per request.
 async fn serve_slow(listener: TcpListener) {
     loop {

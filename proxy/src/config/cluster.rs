@@ -18,6 +18,7 @@ use rand::Rng;
 
 use super::LbPolicy;
 use super::hash_lb::{HashTable, Maglev, Ring};
+use super::l7::Fallback;
 use super::policy::AttemptOutcome;
 use super::resilience::{
     Admitted, Breaker, Detector, EndpointHealth, OutlierSettings, RetryAdmitted, Thresholds,
@@ -122,6 +123,7 @@ pub struct Cluster {
     breaker: Breaker,
     outlier: Option<Detector>,
     max_requests_per_connection: Option<u32>,
+    fallback: Option<Fallback>,
 }
 
 /// An endpoint chosen for one request; counts as in flight until dropped.
@@ -168,6 +170,7 @@ impl Cluster {
             breaker: Breaker::new(Thresholds::default(), http2),
             outlier: None,
             max_requests_per_connection: None,
+            fallback: None,
         }
     }
 
@@ -180,6 +183,17 @@ impl Cluster {
     /// Requests one upstream connection carries before it is retired.
     pub fn max_requests_per_connection(&self) -> Option<u32> {
         self.max_requests_per_connection
+    }
+
+    /// Sets the service-degradation answer.
+    pub(crate) fn with_fallback(mut self, fallback: Option<Fallback>) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// The answer to give instead of the `UO`/`UH` error page, when configured.
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
     }
 
     /// Sets the circuit breaker's thresholds and outlier detection.

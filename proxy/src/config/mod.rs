@@ -12,11 +12,12 @@ mod cluster;
 pub mod hash_lb;
 pub mod hash_policy;
 mod inbound;
+pub mod l7;
 mod outbound;
 pub mod policy;
 pub mod rate_limit;
 pub mod resilience;
-mod route;
+pub(crate) mod route;
 pub mod spec;
 
 use std::fmt;

@@ -1,5 +1,5 @@
-//! Validated route policies: retries, faults, redirects, rewrites, header edits and query
-//! matches, in the form the data path applies them (parsed header names, compiled regexes,
+//! Validated route policies: retries, faults, redirects, rewrites, header edits, query
+//! matches, CORS and mirrors (`super::l7`), in the form the data path applies them (parsed header names, compiled regexes,
 //! retry conditions as bits). Built by `build`; applied by `crate::route_exec`.
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use http::{HeaderMap, StatusCode};
 use regex::Regex;
 
 use super::hash_policy::HashPolicy;
+use super::l7::{Cors, Mirror};
 use super::route::HeaderValueMatch;
 
 /// Everything a route does beyond choosing a cluster.
@@ -22,12 +23,22 @@ pub struct RoutePolicy {
     pub(crate) request_headers: HeaderEdits,
     pub(crate) response_headers: HeaderEdits,
     pub(crate) hash: HashPolicy,
+    pub(crate) cors: Option<Cors>,
+    pub(crate) mirrors: Vec<Mirror>,
 }
 
 impl RoutePolicy {
     /// What the request hashes on for consistent-hash clusters (empty: nothing).
     pub fn hash(&self) -> &HashPolicy {
         &self.hash
+    }
+
+    pub fn cors(&self) -> Option<&Cors> {
+        self.cors.as_ref()
+    }
+
+    pub fn mirrors(&self) -> &[Mirror] {
+        &self.mirrors
     }
 
     pub fn retry(&self) -> Option<&RetryPolicy> {

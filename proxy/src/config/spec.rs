@@ -42,6 +42,20 @@ pub struct ClusterSpec {
     /// Requests one upstream connection carries before it is closed (Envoy's
     /// `max_requests_per_connection`); unlimited when unset.
     pub max_requests_per_connection: Option<u32>,
+    /// Our service-degradation answer for requests that end `UO` or `UH` at this cluster.
+    pub fallback: Option<FallbackSpec>,
+}
+
+/// A static answer given instead of the error page (Envoy's local-reply `ResponseMapper`,
+/// carried in the cluster's metadata).
+#[derive(Debug, Clone, Default)]
+pub struct FallbackSpec {
+    /// Envoy response flags it answers (`UO`, `UH`).
+    pub flags: Vec<String>,
+    /// Unset: the status of the error it replaces.
+    pub status: Option<u32>,
+    pub headers: HeaderEditsSpec,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +167,10 @@ pub struct RoutePolicySpec {
     /// What requests hash on for `RING_HASH`/`MAGLEV` clusters (Envoy's `hash_policy`), each
     /// with its `terminal` flag.
     pub hash: Vec<(HashPolicySpec, bool)>,
+    /// The CORS filter's per-route policy.
+    pub cors: Option<CorsSpec>,
+    /// Copies of the request sent elsewhere, answers discarded.
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// One of Envoy's `RouteAction.hash_policy` entries.
@@ -167,6 +185,28 @@ pub enum HashPolicySpec {
     },
     SourceIp,
     QueryParameter(String),
+}
+
+/// Envoy's `CorsPolicy`: list fields already joined with `,` as they go into the headers.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSpec {
+    /// Exact, prefix or regex (whole value); any matching `*` allows every origin.
+    pub allow_origins: Vec<HeaderValueSpec>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: String,
+    pub allow_credentials: bool,
+    /// Preflights from an origin not allowed go on to the upstream (Envoy's default), or
+    /// are answered 200 without CORS headers.
+    pub forward_not_matching_preflights: bool,
+}
+
+/// Envoy's `RequestMirrorPolicy`: a share (millionths) of requests copied to `cluster`.
+#[derive(Debug, Clone)]
+pub struct MirrorSpec {
+    pub cluster: String,
+    pub share: u32,
 }
 
 #[derive(Debug, Clone)]

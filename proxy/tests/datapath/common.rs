@@ -134,6 +134,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
         thresholds: Default::default(),
         outlier: None,
         max_requests_per_connection: None,
+        fallback: None,
     }
 }
 

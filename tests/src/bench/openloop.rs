@@ -8,6 +8,7 @@
 //! The pacer sleeps on the OS clock (≈ 50–100 µs late on a busy machine), not on tokio's
 //! millisecond timer wheel; that lateness is part of every mode's figures alike.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,24 @@ pub enum CallError {
     Request(String),
     #[error("unexpected answer: {0}")]
     Answer(String),
+}
+
+impl CallError {
+    /// The kind the report counts it under: `connect`, `request` or `answer`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Connect(_) => "connect",
+            CallError::Request(_) => "request",
+            CallError::Answer(_) => "answer",
+        }
+    }
+}
+
+/// The failures of one kind: how many, and the first one's message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorKind {
+    pub count: u64,
+    pub first: String,
 }
 
 /// One connection that can make calls one at a time.
@@ -62,8 +81,9 @@ pub struct LoadReport {
     /// Completed calls per second of the intended duration.
     pub achieved_rps: f64,
     pub latency: LatencySummary,
-    /// A few error messages, for the report.
-    pub error_samples: Vec<String>,
+    /// The failed calls (`errors`) by kind (`connect`, `request`, `answer`), each with its
+    /// first message, for the report.
+    pub error_kinds: BTreeMap<String, ErrorKind>,
 }
 
 /// How long queued tickets may still be served after the pacer stops.
@@ -74,14 +94,29 @@ struct WorkerResult {
     latencies: Latencies,
     completed: u64,
     errors: u64,
-    samples: Vec<String>,
+    kinds: BTreeMap<String, ErrorKind>,
 }
 
 impl WorkerResult {
     fn failed(&mut self, error: &CallError) {
         self.errors += 1;
-        if self.samples.len() < 3 {
-            self.samples.push(error.to_string());
+        let kind = self.kinds.entry(error.kind().to_owned()).or_default();
+        if kind.count == 0 {
+            kind.first = error.to_string();
+        }
+        kind.count += 1;
+    }
+
+    fn merge(&mut self, other: WorkerResult) {
+        self.latencies.merge(&other.latencies);
+        self.completed += other.completed;
+        self.errors += other.errors;
+        for (name, theirs) in other.kinds {
+            let ours = self.kinds.entry(name).or_default();
+            if ours.count == 0 {
+                ours.first = theirs.first;
+            }
+            ours.count += theirs.count;
         }
     }
 }
@@ -123,10 +158,7 @@ pub async fn run<K: Connector>(connector: Arc<K>, spec: LoadSpec) -> LoadReport 
     let mut total = setup;
     for worker in workers {
         if let Ok(result) = worker.await {
-            total.latencies.merge(&result.latencies);
-            total.completed += result.completed;
-            total.errors += result.errors;
-            total.samples.extend(result.samples.into_iter().take(2));
+            total.merge(result);
         }
     }
     let elapsed = Instant::now().saturating_duration_since(start);
@@ -142,7 +174,7 @@ pub async fn run<K: Connector>(connector: Arc<K>, spec: LoadSpec) -> LoadReport 
         elapsed_s: elapsed.as_secs_f64(),
         achieved_rps: total.completed as f64 / spec.duration.as_secs_f64(),
         latency: total.latencies.summary(),
-        error_samples: total.samples,
+        error_kinds: total.kinds,
     }
 }
 

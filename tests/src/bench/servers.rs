@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::BODY_BYTES;
@@ -71,11 +71,16 @@ impl Echo for EchoApp {
 }
 
 /// The gRPC echo service.
+///
+/// `Server::tcp_nodelay` applies only to listeners tonic binds itself, not to an incoming
+/// stream, so the accepted sockets get `TCP_NODELAY` here. Without it the answer's last small
+/// write (the trailers) waits for the client's delayed ACK, about 40 ms per call, which caps
+/// a connection at ~25 calls/s.
 pub async fn serve_grpc(listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(EchoServer::new(EchoApp))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(incoming)
         .await
 }
 

@@ -70,6 +70,8 @@ pub async fn bulk(addr: SocketAddr, duration: Duration) -> io::Result<BulkReport
 pub struct ConnectReport {
     pub connections: u64,
     pub errors: u64,
+    /// The first failure's message, if any.
+    pub first_error: Option<String>,
     pub per_s: f64,
     /// Connect + 1-byte round trip.
     pub latency: LatencySummary,
@@ -91,6 +93,7 @@ pub async fn connect_rate(addr: SocketAddr, workers: usize, duration: Duration) 
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Latencies::new());
+            let mut first_error = None;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 match one_connection(addr).await {
@@ -98,13 +101,14 @@ pub async fn connect_rate(addr: SocketAddr, workers: usize, duration: Duration) 
                         latencies.record(started.elapsed());
                         ok += 1;
                     }
-                    Err(_) => {
+                    Err(e) => {
                         failed += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
             }
-            (ok, failed, latencies)
+            (ok, failed, latencies, first_error)
         }));
     }
     let start = Instant::now();
@@ -113,9 +117,10 @@ pub async fn connect_rate(addr: SocketAddr, workers: usize, duration: Duration) 
     let mut report = ConnectReport::default();
     let mut latencies = Latencies::new();
     for task in tasks {
-        if let Ok((ok, failed, l)) = task.await {
+        if let Ok((ok, failed, l, first)) = task.await {
             report.connections += ok;
             report.errors += failed;
+            report.first_error = report.first_error.or(first);
             latencies.merge(&l);
         }
     }

@@ -10,6 +10,7 @@ mod mesh;
 mod scenarios;
 mod tap;
 mod traffic;
+mod traffic_l7;
 mod traffic_lb;
 mod traffic_world;
 mod world;

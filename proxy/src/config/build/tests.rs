@@ -24,6 +24,7 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
         thresholds: Default::default(),
         outlier: None,
         max_requests_per_connection: None,
+        fallback: None,
     }
 }
 

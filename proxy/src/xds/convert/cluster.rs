@@ -128,6 +128,7 @@ pub fn convert(
         }
     }
 
+    let fallback = super::route_l7::fallback(&mut c, &mut p);
     // Harmless here: names for stats, metadata, DNS settings (only IP literals are accepted).
     c.alt_stat_name.clear();
     c.metadata = None;
@@ -195,6 +196,7 @@ pub fn convert(
         thresholds,
         outlier,
         max_requests_per_connection,
+        fallback,
     }))
 }
 

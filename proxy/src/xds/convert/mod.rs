@@ -16,6 +16,7 @@ pub mod cluster;
 mod cluster_resilience;
 pub mod listener;
 pub mod route;
+mod route_l7;
 pub mod route_policy;
 mod tls;
 
@@ -130,6 +131,7 @@ fn empty_cluster(name: &str) -> ClusterSpec {
         thresholds: Default::default(),
         outlier: None,
         max_requests_per_connection: None,
+        fallback: None,
     }
 }
 
@@ -216,6 +218,20 @@ impl Build<'_> {
                         ));
                     }
                     self.referenced.insert(c.cluster.clone());
+                }
+                let mirrors = t
+                    .virtual_hosts
+                    .iter()
+                    .flat_map(|vh| &vh.routes)
+                    .flat_map(|r| &r.policy.mirrors);
+                for m in mirrors {
+                    if self.is_original_dst(&m.cluster) {
+                        p.add(format!(
+                            "route table {:?}: mirroring to ORIGINAL_DST cluster {:?} is not supported",
+                            t.name, m.cluster
+                        ));
+                    }
+                    self.referenced.insert(m.cluster.clone());
                 }
             }
             // A chain named after a cluster with endpoints (Istio names both

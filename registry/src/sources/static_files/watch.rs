@@ -1,15 +1,16 @@
 //! The I/O edge of the static source: reading the folder, and watching it. The folder is
 //! watched (not the files: editors and Ansible replace files by rename); events are
-//! debounced, the folder is read again, and the new [`StaticView`] is published at once
-//! through a `tokio::sync::watch` channel.
+//! debounced ([`QUIET`] without a new event, at most [`MAX_DELAY`] after the first), the
+//! folder is read again, and the new [`StaticView`] is published at once through a
+//! `tokio::sync::watch` channel.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use super::error::{DocumentError, SourceError};
@@ -22,8 +23,13 @@ use crate::model::validate::Context;
 /// Where the static registry lives unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/etc/hostmesh/registry.d";
 
-/// How long the folder must stay quiet before it is read again.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long the folder must stay quiet after an event before it is read again. A rename
+/// (how editors and Ansible replace a file) is one burst of events well inside it.
+pub const QUIET: Duration = Duration::from_millis(15);
+
+/// The longest a change waits to be read while events keep coming (a long copy of many
+/// files): the folder is read then, and again once it is quiet.
+pub const MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// What the static source publishes: the snapshot in force and the current errors.
 #[derive(Debug, Clone, Default)]
@@ -173,49 +179,83 @@ impl StaticSource {
             path: dir.clone(),
             error,
         };
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
-            match res {
-                Ok(events) if events.is_empty() => return,
-                // Editors' and Ansible's temporary files come and go; only a change to a
-                // registry file (including a rename onto one) needs a reload.
-                Ok(events)
-                    if !events
-                        .iter()
-                        .flat_map(|e| e.event.paths.iter())
-                        .any(|p| is_registry_file(p)) =>
-                {
-                    return;
-                }
-                Ok(_) => {}
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "watch error");
-                    }
-                }
-            }
-            match self.reload_if_changed() {
-                Ok(Some(view)) => {
-                    tx.send_replace(view);
-                }
-                Ok(None) => tracing::debug!("registry folder event without a change"),
-                Err(e) => tracing::warn!(error = %e, "keeping the previous static registry"),
-            }
+        let (events_tx, events) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            // The receiver is gone only when the watch stopped.
+            let _ = events_tx.send(event);
         })
         .map_err(watch_err)?;
-        debouncer
+        watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(watch_err)?;
+        std::thread::Builder::new()
+            .name("registry-watch".to_owned())
+            .spawn(move || {
+                while wait_for_change(&events) {
+                    match self.reload_if_changed() {
+                        Ok(Some(view)) => {
+                            tx.send_replace(view);
+                        }
+                        Ok(None) => tracing::debug!("registry folder event without a change"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "keeping the previous static registry")
+                        }
+                    }
+                }
+            })
+            .map_err(|error| SourceError::Watch {
+                path: dir.clone(),
+                error: notify::Error::io(error),
+            })?;
         Ok(StaticWatcher {
             rx,
-            _debouncer: debouncer,
+            _watcher: watcher,
         })
+    }
+}
+
+/// Does the event touch a registry file (including a rename onto one)? Editors' and
+/// Ansible's temporary files come and go without a reload. A watch error counts: the folder
+/// is read again to be sure.
+fn is_relevant(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => event.paths.iter().any(|p| is_registry_file(p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "watch error");
+            true
+        }
+    }
+}
+
+/// Blocks until a relevant event arrived and the folder has been quiet for [`QUIET`] (or
+/// [`MAX_DELAY`] has passed since that event). `false` when the watch has stopped.
+fn wait_for_change(events: &Receiver<notify::Result<notify::Event>>) -> bool {
+    loop {
+        match events.recv() {
+            Ok(event) if is_relevant(&event) => break,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    let deadline = Instant::now() + MAX_DELAY;
+    loop {
+        let wait = QUIET.min(deadline.saturating_duration_since(Instant::now()));
+        if wait.is_zero() {
+            return true;
+        }
+        match events.recv_timeout(wait) {
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
     }
 }
 
 /// A running watch of the folder. Dropping it stops the watch.
 pub struct StaticWatcher {
     rx: watch::Receiver<StaticView>,
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    /// Dropping it ends the watch, and with it the reading thread.
+    _watcher: RecommendedWatcher,
 }
 
 impl std::fmt::Debug for StaticWatcher {

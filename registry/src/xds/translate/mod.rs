@@ -29,6 +29,7 @@
 
 mod cluster;
 mod endpoint;
+mod fallback;
 mod filters;
 mod inbound;
 mod load_balancing;
@@ -40,6 +41,7 @@ mod policy;
 mod proto;
 mod resilience;
 mod route;
+mod route_l7;
 mod route_policy;
 mod tls;
 mod view;

@@ -17,7 +17,10 @@
 //! `sourceLabels` and `sourceNamespace` make a port's configuration per node
 //! ([`super::per_node`]): a match whose source fields do not select the node is left out.
 //!
-//! Not translated yet, left out of the output: `directResponse` and `delegate` routes (skipped whole); `mirror`/`mirrors`, `corsPolicy`.
+//! `mirror`/`mirrorPercentage`/`mirrors` and `corsPolicy` come from [`super::route_l7`].
+//!
+//! Not translated yet, left out of the output: `directResponse` and `delegate` routes
+//! (skipped whole).
 //! `tls` and `tcp` routes are not translated either.
 
 use std::collections::{BTreeMap, HashSet};
@@ -36,11 +39,12 @@ use envoy_types::pb::google::protobuf::Duration;
 use super::load_balancing;
 use super::names;
 use super::policy::cluster_policy;
-use super::proto::{bool_value, duration, parse_duration, u32_value};
+use super::proto::{bool_value, duration, ordered_map, parse_duration, u32_value};
+use super::route_l7;
 use super::route_policy;
 use super::view::View;
 use crate::model::config::{ServicePort, VirtualService};
-use crate::model::istio::networking::{HttpMatchRequest, HttpRoute, StringMatch};
+use crate::model::istio::networking::{Destination, HttpMatchRequest, HttpRoute, StringMatch};
 use crate::model::{Hostname, PortNumber, Service};
 
 /// Who asks for a per-node route configuration: the node's workload labels and namespace.
@@ -198,6 +202,7 @@ fn vs_routes(
             (Some(redirect), _) => Action::Redirect(redirect),
             (None, Some(mut action)) => {
                 route_policy::rewrite(http, &mut action);
+                action.request_mirror_policies = route_l7::mirrors(view, vs, http, port);
                 Action::Route(action)
             }
             (None, None) => {
@@ -209,7 +214,13 @@ fn vs_routes(
             route_policy::header_edits(http.headers.as_ref().and_then(|h| h.request.as_ref()));
         let (response_headers_to_add, response_headers_to_remove) =
             route_policy::header_edits(http.headers.as_ref().and_then(|h| h.response.as_ref()));
-        let typed_per_filter_config = route_policy::fault(http).unwrap_or_default();
+        let typed_per_filter_config = ordered_map(
+            route_policy::fault(http)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(route_l7::cors(http))
+                .collect(),
+        );
         let matches: Vec<RouteMatch> = if http.matches.is_empty() {
             vec![prefix_match()]
         } else {
@@ -247,22 +258,9 @@ fn route_action(
     let mut hash = Vec::new();
     for d in &http.route {
         let Some(dest) = &d.destination else { continue };
-        let Some(host) = dest.host.as_deref().and_then(|h| Hostname::new(h).ok()) else {
+        let Some((host, dest_port)) = destination_target(view, vs, dest, port) else {
             continue;
         };
-        let host = host.qualify(&vs.meta.namespace, &view.config.domain_suffix);
-        let dest_port = dest
-            .port
-            .as_ref()
-            .and_then(|p| p.number)
-            .and_then(|n| PortNumber::new(n).ok())
-            .or_else(
-                || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
-                    Some([only]) => Some(only.number),
-                    _ => None,
-                },
-            )
-            .unwrap_or(port);
         let name = names::outbound_cluster(dest_port, dest.subset.as_deref(), host.as_str());
         let weight = d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0));
         clusters.push((name, weight));
@@ -318,6 +316,46 @@ fn hash_policy(
     let dr = view.destination_rule(host)?;
     let policy = cluster_policy(Some(dr), port, subset, view.config.connect_timeout);
     load_balancing::hash_policy(policy.consistent_hash.as_ref()?)
+}
+
+/// The cluster of a destination: its port, else the service's only port, else the route's.
+pub(super) fn destination_cluster(
+    view: &View<'_>,
+    vs: &VirtualService,
+    dest: &Destination,
+    port: PortNumber,
+) -> Option<String> {
+    let (host, dest_port) = destination_target(view, vs, dest, port)?;
+    Some(names::outbound_cluster(
+        dest_port,
+        dest.subset.as_deref(),
+        host.as_str(),
+    ))
+}
+
+/// The destination's qualified host and port (its own, the service's only port, or the
+/// route's).
+fn destination_target(
+    view: &View<'_>,
+    vs: &VirtualService,
+    dest: &Destination,
+    port: PortNumber,
+) -> Option<(Hostname, PortNumber)> {
+    let host = Hostname::new(dest.host.as_deref()?).ok()?;
+    let host = host.qualify(&vs.meta.namespace, &view.config.domain_suffix);
+    let dest_port = dest
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .and_then(|n| PortNumber::new(n).ok())
+        .or_else(
+            || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
+                Some([only]) => Some(only.number),
+                _ => None,
+            },
+        )
+        .unwrap_or(port);
+    Some((host, dest_port))
 }
 
 fn route_match(m: &HttpMatchRequest) -> RouteMatch {

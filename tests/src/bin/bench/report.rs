@@ -69,6 +69,18 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
+/// Failed (or never sent) calls of one measurement, of one kind, with the first message.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallErrors {
+    pub scenario: String,
+    pub case: String,
+    pub mode: Mode,
+    /// `connect`, `request`, `answer` (see `openloop::CallError`) or `unserved`.
+    pub kind: String,
+    pub count: u64,
+    pub first: String,
+}
+
 /// Where the run happened.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -104,6 +116,8 @@ pub struct Report {
     pub settings: BTreeMap<String, String>,
     pub rows: Vec<Row>,
     pub goals: Vec<Goal>,
+    /// What the "errors" and "unserved" rows counted, by kind.
+    pub call_errors: Vec<CallErrors>,
     /// Setup or measurement failures (a missing figure says why here).
     pub errors: Vec<String>,
 }
@@ -116,6 +130,7 @@ impl Report {
             settings: BTreeMap::new(),
             rows: Vec::new(),
             goals: Vec::new(),
+            call_errors: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -144,6 +159,22 @@ impl Report {
         self.rows
             .iter()
             .find(|r| r.scenario == scenario && r.case == case && r.metric == metric)
+    }
+
+    /// Records `count` failed calls of `kind` in one measurement (nothing when 0).
+    pub fn call_errors(&mut self, at: (&str, &str, Mode), kind: &str, count: u64, first: &str) {
+        if count == 0 {
+            return;
+        }
+        let (scenario, case, mode) = at;
+        self.call_errors.push(CallErrors {
+            scenario: scenario.to_owned(),
+            case: case.to_owned(),
+            mode,
+            kind: kind.to_owned(),
+            count,
+            first: first.to_owned(),
+        });
     }
 
     pub fn error(&mut self, message: String) {
@@ -220,6 +251,21 @@ impl Report {
                         Some(false) => "**no**",
                         None => "–",
                     }
+                );
+            }
+        }
+        if !self.call_errors.is_empty() {
+            let _ = writeln!(out, "\n### call errors\n");
+            for e in &self.call_errors {
+                let _ = writeln!(
+                    out,
+                    "- {} / {} via {}: {} {} (first: {})",
+                    e.scenario,
+                    e.case,
+                    e.mode.name(),
+                    e.count,
+                    e.kind,
+                    e.first
                 );
             }
         }

@@ -274,12 +274,27 @@ pub fn load_rows(report: &mut Report, scenario: &str, case: &str, mode: Mode, lo
         (Metric::lower("p99", "µs"), load.latency.p99_us),
         (Metric::lower("p99.9", "µs"), load.latency.p999_us),
         (Metric::higher("achieved", "req/s"), load.achieved_rps),
-        (
-            Metric::lower("errors", "count"),
-            (load.errors + load.abandoned) as f64,
-        ),
+        (Metric::lower("unserved", "count"), load.abandoned as f64),
     ];
     for (metric, value) in rows {
         report.set(scenario, case, metric, mode, value);
+    }
+    report.call_errors(
+        (scenario, case, mode),
+        "unserved",
+        load.abandoned,
+        "still queued 5 s after the last intended send: the path (or the generator) did not keep up",
+    );
+    load_errors(report, scenario, case, mode, load);
+}
+
+/// The "errors" row (failed calls) of one load report, and what it counted by kind with the
+/// first message of each.
+pub fn load_errors(report: &mut Report, scenario: &str, case: &str, mode: Mode, load: &LoadReport) {
+    use crate::report::Metric;
+    let errors = Metric::lower("errors", "count");
+    report.set(scenario, case, errors, mode, load.errors as f64);
+    for (kind, e) in &load.error_kinds {
+        report.call_errors((scenario, case, mode), kind, e.count, &e.first);
     }
 }

@@ -11,7 +11,7 @@ use hostmesh_tests::bench::tcp::{BulkReport, ConnectReport};
 use crate::measure::Usage;
 use crate::procs::rss_mib;
 use crate::report::{Metric, Report};
-use crate::scenarios::{RunArgs, Setup, load_rows, target};
+use crate::scenarios::{RunArgs, Setup, load_errors, load_rows, target};
 use crate::topology::{ECHO, GRPC, HTTP1, HTTP2, Mode, SINK, Service};
 
 pub const S1: &str = "1. HTTP/1.1 1 KB, open loop";
@@ -142,13 +142,7 @@ fn saturation(args: &RunArgs, setup: &Setup, report: &mut Report) {
                 mode,
                 load.latency.p99_us,
             );
-            report.set(
-                S2,
-                &case,
-                Metric::lower("errors", "count"),
-                mode,
-                load.errors as f64,
-            );
+            load_errors(report, S2, &case, mode, &load);
         },
     );
 }
@@ -253,6 +247,8 @@ fn connections(args: &RunArgs, setup: &Setup, report: &mut Report) {
                 mode,
                 c.errors as f64,
             );
+            let first = c.first_error.as_deref().unwrap_or_default();
+            report.call_errors((S5, &case, mode), "connection", c.errors, first);
         },
     );
 }
