@@ -16,8 +16,10 @@ pub mod inbound;
 mod listener;
 pub mod metrics;
 pub mod outbound;
+mod outbound_l4;
 pub mod pool;
 mod route_exec;
+pub mod sni;
 pub mod tls;
 pub mod xds;
 
