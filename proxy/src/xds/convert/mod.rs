@@ -30,7 +30,7 @@ use super::resources::Resources;
 use super::wire::{Problems, Rejection, Rejections};
 use crate::config::spec::{
     ClusterSpec, ConfigSpec, InboundPortSpec, InboundSpec, OutboundSpec, PathMatchSpec,
-    RouteTableSpec, TargetSpec, UpstreamTlsSpec,
+    RouteTableSpec, TargetSpec, UpstreamTlsSpec, WeightedClusterSpec,
 };
 use crate::config::{LbPolicy, Protocol, UnknownDestination};
 use listener::{Listeners, Target};
@@ -185,7 +185,18 @@ impl Build<'_> {
                     };
                     (chain, protocol, target)
                 }
-                l4::Destination::L4 { named, spec } => {
+                l4::Destination::L4 { named, mut spec } => {
+                    // Connections no TLS route takes, sent to their original destination
+                    // (a `NONE` service): the unknown-destination rule, which passes through.
+                    let original = |d: &Vec<WeightedClusterSpec>| {
+                        d.iter().any(|c| self.is_original_dst(&c.cluster))
+                    };
+                    if unknown_destination == UnknownDestination::Passthrough
+                        && spec.default.as_ref().is_some_and(original)
+                        && !spec.sni.is_empty()
+                    {
+                        spec.default = None;
+                    }
                     for c in l4::Destination::clusters(&spec) {
                         if self.is_original_dst(c) {
                             p.add(format!(
