@@ -155,7 +155,10 @@ impl<'a> Reader<'a> {
 /// Reads from `tcp` until the `ClientHello` is complete, the bytes are not TLS, the client
 /// stops sending or `timeout` passes. Returns the bytes read (to be sent on) and the server
 /// name, if a `ClientHello` carried one.
-pub async fn read_client_hello(tcp: &mut TcpStream, timeout: Duration) -> (Vec<u8>, Option<String>) {
+pub async fn read_client_hello(
+    tcp: &mut TcpStream,
+    timeout: Duration,
+) -> (Vec<u8>, Option<String>) {
     let mut buf = Vec::with_capacity(2048);
     let reading = async {
         loop {

@@ -15,9 +15,11 @@ fn hello(name: &str) -> Vec<u8> {
         .unwrap()
         .with_root_certificates(RootCertStore::empty())
         .with_no_client_auth();
-    let mut conn =
-        ClientConnection::new(Arc::new(config), ServerName::try_from(name.to_owned()).unwrap())
-            .unwrap();
+    let mut conn = ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(name.to_owned()).unwrap(),
+    )
+    .unwrap();
     let mut out = Vec::new();
     while conn.wants_write() {
         conn.write_tls(&mut out).unwrap();

@@ -85,16 +85,27 @@ spec:
     let answers: Vec<String> = futures::stream::iter(0..CONNECTIONS)
         .map(|i| {
             let world = &world;
-            async move { world.tcp(&vec![u8::try_from(i % 251).unwrap(); PAYLOAD]).await }
+            async move {
+                world
+                    .tcp(&vec![u8::try_from(i % 251).unwrap(); PAYLOAD])
+                    .await
+            }
         })
         .buffer_unordered(8)
         .collect()
         .await;
     let to_b = answers.iter().filter(|a| *a == "b").count();
     let to_a = answers.iter().filter(|a| *a == "a").count();
-    assert_eq!(to_a + to_b, CONNECTIONS, "every connection answered: {answers:?}");
+    assert_eq!(
+        to_a + to_b,
+        CONNECTIONS,
+        "every connection answered: {answers:?}"
+    );
     // 20 % of 300 is 60 (binomial standard deviation 6.9): 30..=90 is over 4 deviations.
-    assert!((30..=90).contains(&to_b), "{to_b} of {CONNECTIONS} went to b");
+    assert!(
+        (30..=90).contains(&to_b),
+        "{to_b} of {CONNECTIONS} went to b"
+    );
     assert_eq!((a.connections(), b.connections()), (to_a, to_b));
     assert_eq!((a.bytes(), b.bytes()), (to_a * PAYLOAD, to_b * PAYLOAD));
 }
@@ -154,7 +165,11 @@ async fn two_server_names_on_one_port_reach_two_backends_whose_tls_ends_at_the_b
                 .await
                 .unwrap_or_else(|e| panic!("{name}, round {round}: {e}"));
             assert_eq!(answer, app.name, "{name} answered by the wrong backend");
-            assert_eq!(Some(&cert), app.cert.as_ref(), "{name}: not the backend's certificate");
+            assert_eq!(
+                Some(&cert),
+                app.cert.as_ref(),
+                "{name}: not the backend's certificate"
+            );
         }
     }
     assert_eq!((a.connections(), b.connections()), (3, 3));

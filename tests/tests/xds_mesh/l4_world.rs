@@ -151,7 +151,10 @@ pub struct L4World {
 impl L4World {
     /// `yaml(vip, [inbound of app 0, inbound of app 1])` is the registry; app `i` runs on
     /// host `workload-i` with service account `workload`.
-    pub async fn start(apps: [&L4App; 2], yaml: impl Fn(SocketAddr, [SocketAddr; 2]) -> String) -> Self {
+    pub async fn start(
+        apps: [&L4App; 2],
+        yaml: impl Fn(SocketAddr, [SocketAddr; 2]) -> String,
+    ) -> Self {
         let block = loopback_block();
         let control = Control::start_with(snapshot(1, ""), true).await;
         let front = control.host(ip(block, 20), "front", "front");

@@ -26,13 +26,16 @@ pub(super) fn routes(
         for n in &r.server_names {
             let bare = n.strip_prefix("*.").unwrap_or(n);
             let ok = !bare.is_empty()
-                && bare
-                    .split('.')
-                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+                && bare.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
             if ok {
                 names.push(ServerName::parse(n));
             } else {
-                problems.add(&at, format!("{n:?} is not a server name (name or *.suffix)"));
+                problems.add(
+                    &at,
+                    format!("{n:?} is not a server name (name or *.suffix)"),
+                );
             }
         }
         if let Some(clusters) = weighted(&r.clusters, &at, clusters, problems) {

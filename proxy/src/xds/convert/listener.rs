@@ -327,7 +327,9 @@ fn weighted(w: WeightedCluster, at: &str, p: &mut Problems<'_>) -> Option<Target
         p.leftover(&format!("{at}.weighted_clusters.clusters[{i}]"), &c);
     }
     if out.iter().all(|(_, w)| *w == 0) {
-        p.add(format!("{at}: weighted_clusters has no cluster with a weight above 0"));
+        p.add(format!(
+            "{at}: weighted_clusters has no cluster with a weight above 0"
+        ));
         return None;
     }
     Some(Target::TcpSplit(out))

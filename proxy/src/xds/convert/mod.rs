@@ -180,7 +180,9 @@ impl Build<'_> {
         for destination in l4::destinations(&l.outbound, &mut p) {
             let (chain, protocol, target) = match destination {
                 l4::Destination::Chain(chain) => {
-                    let Some((protocol, target)) = self.chain_target(chain, unknown_destination, routes, pending, &mut p) else {
+                    let Some((protocol, target)) =
+                        self.chain_target(chain, unknown_destination, routes, pending, &mut p)
+                    else {
                         continue;
                     };
                     (chain, protocol, target)

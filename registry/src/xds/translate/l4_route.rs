@@ -119,7 +119,10 @@ impl Chains {
             .iter()
             .filter_map(|d| {
                 let name = destination_cluster(view, vs, d, self.port)?;
-                Some((name, d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0))))
+                Some((
+                    name,
+                    d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0)),
+                ))
             })
             .collect();
         if clusters.len() > 1 {
@@ -137,10 +140,18 @@ impl Chains {
             let ranges: Vec<CidrRange> = subnets.iter().filter_map(|s| cidr(s)).collect();
             let single = |r: &CidrRange| {
                 let len = r.prefix_len.as_ref().map_or(0, |l| l.value);
-                len == if r.address_prefix.contains(':') { 128 } else { 32 }
+                len == if r.address_prefix.contains(':') {
+                    128
+                } else {
+                    32
+                }
             };
             if ranges.len() != subnets.len() || !ranges.iter().all(single) {
-                tracing::debug!(name, ?subnets, "destinationSubnets wider than one address are not translated yet");
+                tracing::debug!(
+                    name,
+                    ?subnets,
+                    "destinationSubnets wider than one address are not translated yet"
+                );
                 return;
             }
             ranges
@@ -196,10 +207,12 @@ fn destination_cluster(
         .as_ref()
         .and_then(|p| p.number)
         .and_then(|n| PortNumber::new(n).ok())
-        .or_else(|| match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
-            Some([only]) => Some(only.number),
-            _ => None,
-        })
+        .or_else(
+            || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
+                Some([only]) => Some(only.number),
+                _ => None,
+            },
+        )
         .unwrap_or(port);
     Some(names::outbound_cluster(
         dest_port,

@@ -87,7 +87,12 @@ fn chains_of_one_address_become_tls_routes_by_server_name() {
             (vec!["*.b.test".to_owned()], vec![(V1, 80), (V2, 20)]),
         ]
     );
-    let default: Vec<_> = l4.default.iter().flatten().map(|c| c.cluster.as_str()).collect();
+    let default: Vec<_> = l4
+        .default
+        .iter()
+        .flatten()
+        .map(|c| c.cluster.as_str())
+        .collect();
     assert_eq!(default, [V2]);
     let config = crate::ProxyConfig::build(&spec).unwrap();
     let dst = "10.0.0.9:443".parse().unwrap();
@@ -95,7 +100,12 @@ fn chains_of_one_address_become_tls_routes_by_server_name() {
     else {
         panic!("not L4")
     };
-    let pick = |sni| routes.choose(sni).unwrap().clusters()[0].0.name().to_owned();
+    let pick = |sni| {
+        routes.choose(sni).unwrap().clusters()[0]
+            .0
+            .name()
+            .to_owned()
+    };
     assert_eq!(pick(Some("a.test")), V1);
     assert_eq!(pick(Some("x.b.test")), V1);
     assert_eq!(routes.choose(Some("x.b.test")).unwrap().clusters().len(), 2);

@@ -47,10 +47,7 @@ fn s(v: &[&str]) -> Vec<String> {
 #[test]
 fn tcp_routes_become_chains_in_order_with_weighted_clusters() {
     let l = listener();
-    let pg: Vec<_> = chains(&l)
-        .into_iter()
-        .filter(|c| c.0 == 5432)
-        .collect();
+    let pg: Vec<_> = chains(&l).into_iter().filter(|c| c.0 == 5432).collect();
     let v1 = "outbound|5432|v1|postgres.db.svc.cluster.local".to_owned();
     let v2 = "outbound|5432|v2|postgres.db.svc.cluster.local".to_owned();
     assert_eq!(
@@ -59,7 +56,12 @@ fn tcp_routes_become_chains_in_order_with_weighted_clusters() {
             // The sourceLabels match is per source: not translated, so never applies. The
             // port-6543 match is for another port.
             (5432, s(&["10.96.0.21/32"]), vec![], vec![(v2.clone(), 1)]),
-            (5432, s(&["10.96.0.20/32"]), vec![], vec![(v1, 80), (v2, 20)]),
+            (
+                5432,
+                s(&["10.96.0.20/32"]),
+                vec![],
+                vec![(v1, 80), (v2, 20)]
+            ),
             // The match-less route after it is never reached; no default is added.
         ]
     );
@@ -81,18 +83,25 @@ fn tcp_routes_become_chains_in_order_with_weighted_clusters() {
 #[test]
 fn tls_routes_match_server_names_and_unmatched_names_go_to_the_service() {
     let l = listener();
-    let edge: Vec<_> = chains(&l)
-        .into_iter()
-        .filter(|c| c.0 == 443)
-        .collect();
+    let edge: Vec<_> = chains(&l).into_iter().filter(|c| c.0 == 443).collect();
     let a = "outbound|8443||backend-a.demo.svc.cluster.local".to_owned();
     let b = "outbound|8443||backend-b.demo.svc.cluster.local".to_owned();
     let vip = s(&["10.96.0.30/32"]);
     assert_eq!(
         edge,
         vec![
-            (443, vip.clone(), s(&["a.example.com"]), vec![(a.clone(), 1)]),
-            (443, vip.clone(), s(&["b.example.com"]), vec![(a, 50), (b, 50)]),
+            (
+                443,
+                vip.clone(),
+                s(&["a.example.com"]),
+                vec![(a.clone(), 1)]
+            ),
+            (
+                443,
+                vip.clone(),
+                s(&["b.example.com"]),
+                vec![(a, 50), (b, 50)]
+            ),
             (
                 443,
                 vip,
@@ -115,8 +124,8 @@ fn without_tls_routes_the_listener_has_no_inspector() {
 
 #[test]
 fn snapshot_l4_routes() {
-    insta::assert_snapshot!("l4_routes", render_any(
-        &pack_any(listener()).type_url,
-        &listener().encode_to_vec()
-    ));
+    insta::assert_snapshot!(
+        "l4_routes",
+        render_any(&pack_any(listener()).type_url, &listener().encode_to_vec())
+    );
 }
