@@ -1,7 +1,8 @@
 //! The outbound listener (15001): connections this host's applications open, intercepted.
 //! Each is matched to a service by its original destination; HTTP services are routed per
 //! request (virtual host, route, weighted cluster, endpoint), TCP services are copied to one
-//! endpoint, and unknown destinations pass through or are refused.
+//! endpoint (L4 routes, weighted or by TLS server name, in [`crate::outbound_l4`]), and unknown
+//! destinations pass through or are refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -95,12 +95,15 @@ pub fn chains(
     out.chains
 }
 
+/// What a chain matches: its subnets (address, prefix length) and server names.
+type ChainKey = (Vec<(String, u32)>, Vec<String>);
+
 struct Chains {
     cluster: String,
     port: PortNumber,
     own: Vec<CidrRange>,
     /// (subnets, server names) already matched by a chain.
-    seen: BTreeSet<(Vec<(String, u32)>, Vec<String>)>,
+    seen: BTreeSet<ChainKey>,
     chains: Vec<FilterChain>,
 }
 
@@ -156,7 +159,7 @@ impl Chains {
             }
             ranges
         };
-        let key = (
+        let key: ChainKey = (
             ranges
                 .iter()
                 .map(|r| {

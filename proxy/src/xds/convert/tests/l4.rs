@@ -142,3 +142,29 @@ fn a_weighted_split_with_no_weight_is_refused() {
     put(&mut res, ResourceType::Listener, pack_any(l));
     assert!(rejection(&res).contains("no cluster with a weight above 0"));
 }
+
+#[test]
+fn names_no_tls_route_takes_pass_through_when_the_chain_without_names_is_original_dst() {
+    let (mut res, mut l) = tls_routes();
+    l.filter_chains[2].filters = vec![tcp_filter("PassthroughCluster")];
+    put(&mut res, ResourceType::Listener, pack_any(l));
+    let spec = convert(&res, &ctx()).unwrap().spec;
+    let tls = spec
+        .outbound
+        .services
+        .iter()
+        .find(|s| s.addresses.iter().any(|a| a.port() == 443))
+        .unwrap();
+    let TargetSpec::L4(l4) = &tls.target else {
+        panic!("{:?}", tls.target)
+    };
+    assert_eq!(l4.sni.len(), 2);
+    assert!(l4.default.is_none(), "{:?}", l4.default);
+    let config = crate::ProxyConfig::build(&spec).unwrap();
+    let dst = "10.0.0.9:443".parse().unwrap();
+    let crate::config::ServiceTarget::L4(routes) = config.outbound().service(dst).unwrap().target()
+    else {
+        panic!("not L4")
+    };
+    assert!(routes.choose(Some("c.test")).is_none());
+}
