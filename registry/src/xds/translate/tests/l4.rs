@@ -14,11 +14,14 @@ fn listener() -> Listener {
 
 /// (port, addresses, server names) → clusters with weights (1 for a single cluster), per
 /// chain in order.
-fn chains(l: &Listener) -> Vec<(u32, Vec<String>, Vec<String>, Vec<(String, u32)>)> {
+/// A chain: port, addresses, server names, (cluster, weight)s.
+type Summary = (u32, Vec<String>, Vec<String>, Vec<(String, u32)>);
+
+fn chains(l: &Listener) -> Vec<Summary> {
     l.filter_chains.iter().map(summary).collect()
 }
 
-fn summary(c: &FilterChain) -> (u32, Vec<String>, Vec<String>, Vec<(String, u32)>) {
+fn summary(c: &FilterChain) -> Summary {
     let m = c.filter_chain_match.clone().unwrap();
     let addrs = m
         .prefix_ranges
