@@ -203,16 +203,18 @@ pub fn require_root_and_tools() -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Err(LabError::NotRoot);
     }
-    for (program, hint) in [
-        ("ip", "install iproute2 (scripts/setup)"),
-        ("nft", "install nftables (scripts/setup)"),
-    ] {
-        if netns::run(Command::new(program).arg("-V")).is_err() {
-            return Err(LabError::MissingTool {
-                program: program.to_owned(),
-                hint,
-            });
-        }
+    require_tool("ip", "install iproute2 (scripts/setup)")?;
+    require_tool("nft", "install nftables (scripts/setup)")
+}
+
+/// Fails (naming `program` and `hint`) unless `program -V` runs: for the tools a test needs
+/// beyond the lab's own (`curl`, …).
+pub fn require_tool(program: &str, hint: &'static str) -> Result<()> {
+    match netns::run(Command::new(program).arg("-V")) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(LabError::MissingTool {
+            program: program.to_owned(),
+            hint,
+        }),
     }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `hostmesh-lab`: a mesh of hosts on one machine, made of network namespaces, for the demo,
-//! end-to-end tests and benchmarks. Needs root, `ip` (iproute2) and `nft` (nftables).
+//! end-to-end tests and benchmarks. Needs root, `ip` (iproute2) and `nft` (nftables);
+//! [`require_tool`] checks for what a test needs beyond them (`curl`, …).
 //!
 //! ```text
 //!  switch namespace  hm-<tag>-<pid>-<n>-sw   br0 10.77.0.254/24   (hostmesh-control here)
@@ -18,7 +19,9 @@
 //!   them (their nftables tables go with them) and their `/etc/netns` folders, and removes the
 //!   working folder (kept when `HOSTMESH_LAB_KEEP` is set, for the logs).
 //! - [`Netns::run`] runs a closure on a thread inside a namespace: bind sockets there, then use
-//!   them from anywhere. [`HttpApp`] is a tiny HTTP server started that way.
+//!   them from anywhere. [`HttpApp`] is a tiny HTTP server started that way; a request's
+//!   query can make it answer a status or wait (`?status=503&sleep_ms=5000&only=v1`), it
+//!   echoes what arrived in headers and counts arrivals by path ([`HttpApp::hits`]).
 //! - [`Control`] starts the real `hostmesh-control` in the switch namespace (fresh CA, a
 //!   registry folder, join tokens); [`Agent`] starts the real `hostmesh-agent run` on a host
 //!   from an [`AgentSpec`] and waits for `READY=1`. [`Binaries::locate`] finds both programs.
@@ -48,7 +51,7 @@ mod process;
 
 pub use app::HttpApp;
 pub use error::{LabError, Result};
-pub use lab::{Host, Lab, PREFIX_LEN, SWITCH_IP, require_root_and_tools};
+pub use lab::{Host, Lab, PREFIX_LEN, SWITCH_IP, require_root_and_tools, require_tool};
 pub use mesh::{Agent, AgentSpec, Binaries, CONTROL_PORT, Control, START_BOUND, STATUS_PORT};
 pub use netns::Netns;
 pub use process::{Process, STOP_GRACE, killed_by_sigkill};

@@ -26,7 +26,7 @@ fn hosts_talk_over_the_bridge_and_teardown_removes_everything() {
     let b = lab.add_host("b").unwrap();
     assert_eq!(a.ip().to_string(), "10.77.0.1");
     assert_eq!(b.ip().to_string(), "10.77.0.2");
-    let _app = HttpApp::start(b.netns(), "0.0.0.0:8080".parse().unwrap(), "hello-b").unwrap();
+    let app = HttpApp::start(b.netns(), "0.0.0.0:8080".parse().unwrap(), "hello-b").unwrap();
     let answer = a
         .netns()
         .output(
@@ -35,6 +35,39 @@ fn hosts_talk_over_the_bridge_and_teardown_removes_everything() {
         )
         .unwrap();
     assert!(answer.starts_with("hello-b peer=10.77.0.1:"), "{answer:?}");
+    // The query asks for a status and a wait; the answer names the app and echoes the request;
+    // arrivals are counted.
+    let started = std::time::Instant::now();
+    let asked = a
+        .netns()
+        .output(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "-w",
+                "%{http_code} %header{x-app} %header{x-app-target} %header{x-echo-test-a}\\n",
+                "-H",
+                "x-test-a: 1",
+                "-o",
+                "/dev/null",
+                "http://10.77.0.2:8080/flaky?status=503&sleep_ms=300",
+                "-o",
+                "/dev/null",
+                "http://10.77.0.2:8080/flaky?status=503&only=other",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        asked,
+        "503 hello-b /flaky?status=503&sleep_ms=300 1\n200 hello-b /flaky?status=503&only=other 1\n"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        (app.hits("/flaky"), app.hits("/"), app.total_hits()),
+        (2, 1, 3)
+    );
     let resolv = std::fs::read_to_string(a.netns().etc_dir().join("resolv.conf")).unwrap();
     assert_eq!(resolv, "nameserver 10.77.0.254\n");
 

@@ -19,6 +19,7 @@ pub mod outbound;
 mod outbound_l4;
 pub mod pool;
 mod route_exec;
+mod route_l7;
 pub mod sni;
 pub mod tls;
 pub mod xds;

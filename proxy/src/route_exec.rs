@@ -5,7 +5,9 @@
 //! header edits. Owns no state: the limits and counters live with the cluster
 //! (`config::cluster`); the exchange itself is `http_proxy`'s.
 //!
-//! The virtual host's token bucket comes first (429 `RL` when empty).
+//! The route's CORS filter comes first (`route_l7`: a preflight is answered here), then the
+//! virtual host's token bucket (429 `RL` when empty). After the request edits, a sampled
+//! share is mirrored (fire and forget); a cluster's fallback replaces its `UO`/`UH` answer.
 //!
 //! Locally generated answers carry Envoy's response flag in the log (`response_flags`) and
 //! the `hostmesh_proxy_response_flags_total` metric: `UO` (circuit breaker overflow, also
@@ -22,12 +24,15 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use rand::Rng;
 
+use std::sync::Arc;
+
 use crate::Proxy;
 use crate::config::policy::AttemptOutcome;
 use crate::config::{Cluster, Route};
 use crate::http_proxy::{self as http, Failure, Upstream, error_response};
 use crate::metrics::Direction;
 use crate::pool::{Body, PoolKey};
+use crate::route_l7::{self as l7, CorsStep};
 use crate::tls::Codec;
 
 /// Request bodies up to this size are kept for retries; larger ones are sent once.
@@ -38,14 +43,33 @@ const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// Serves one request that matched `route` on a service reached at `dst`.
 pub(crate) async fn serve(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     dst: SocketAddr,
     h2_service: bool,
     route: &Route,
     req: Request<Incoming>,
     authority: String,
 ) -> Response<Body> {
-    let mut response = routed(proxy, dst, h2_service, route, req, authority).await;
+    // The CORS filter comes first: a preflight it answers goes no further. Like Envoy's, it
+    // is bypassed on redirect routes.
+    let cors = route
+        .policy()
+        .cors()
+        .filter(|_| route.policy().redirect().is_none());
+    let (mut response, cors_origin) = match cors.map(|c| (c, l7::cors_request(c, &req))) {
+        Some((_, CorsStep::Answer(r))) => (r, None),
+        Some((c, CorsStep::Continue(origin))) => (
+            routed(proxy, dst, h2_service, route, req, authority).await,
+            origin.map(|o| (c, o)),
+        ),
+        None => (
+            routed(proxy, dst, h2_service, route, req, authority).await,
+            None,
+        ),
+    };
+    if let Some((cors, origin)) = cors_origin {
+        l7::cors_response(cors, origin, response.headers_mut());
+    }
     route
         .policy()
         .response_headers()
@@ -57,7 +81,7 @@ pub(crate) async fn serve(
 }
 
 async fn routed(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     dst: SocketAddr,
     h2_service: bool,
     route: &Route,
@@ -114,6 +138,20 @@ async fn routed(
     let authority = match policy.rewrite().host().and_then(|h| h.to_str().ok()) {
         Some(h) => h.to_owned(),
         None => authority,
+    };
+
+    let body = mirror(proxy, route, h2_service, &parts, body, &authority).await;
+    let body = match body {
+        Ok(b) => b,
+        Err(()) => {
+            return local(
+                proxy,
+                route,
+                StatusCode::BAD_REQUEST,
+                "malformed request body",
+                "-",
+            );
+        }
     };
 
     let cluster = route.clusters().pick();
@@ -196,7 +234,52 @@ async fn routed(
         )
         .await
     };
-    finish(proxy, route, result)
+    finish(proxy, route, cluster, result)
+}
+
+/// Sends a copy of the request to each sampled mirror, without waiting for any: the copy
+/// is made only of a body small enough to keep (up to 64 KiB; larger ones are not
+/// mirrored). Returns the body to send on, or `Err` when the client's body broke.
+async fn mirror(
+    proxy: &Arc<Proxy>,
+    route: &Route,
+    h2_service: bool,
+    parts: &::http::request::Parts,
+    body: Incoming,
+    authority: &str,
+) -> Result<Body, ()> {
+    let mirrors = l7::sampled_mirrors(route.policy().mirrors(), sampled);
+    let small = body.is_end_stream() || body.size_hint().upper().is_some_and(|n| n <= RETRY_BUFFER);
+    if mirrors.is_empty() || !small {
+        if !mirrors.is_empty() {
+            tracing::debug!(route = route.name(), "request body too large to mirror");
+        }
+        return Ok(body.map_err(Into::into).boxed_unsync());
+    }
+    let bytes = body.collect().await.map_err(|_| ())?.to_bytes();
+    let shadow = l7::shadow_authority(authority);
+    for m in mirrors {
+        let (proxy, cluster) = (proxy.clone(), m.cluster().clone());
+        let req = l7::mirror_request(parts, &bytes);
+        let (shadow, timeout) = (shadow.clone(), route.timeout());
+        let codec = if h2_service || cluster.http2() {
+            Codec::Http2
+        } else {
+            Codec::Http1
+        };
+        tokio::spawn(async move {
+            let mut tried = Vec::new();
+            let result = attempt(
+                &proxy, &cluster, codec, timeout, req, &shadow, &mut tried, 1,
+            )
+            .await;
+            match result {
+                Ok(r) => l7::discard(r).await,
+                Err(error) => tracing::debug!(cluster = cluster.name(), ?error, "mirror failed"),
+            }
+        });
+    }
+    Ok(http::full(bytes))
 }
 
 /// Why an attempt produced no upstream response.
@@ -210,8 +293,24 @@ enum Attempt {
 }
 
 /// The response to give: the upstream's, or a local one with its flag.
-fn finish(proxy: &Proxy, route: &Route, result: Result<Response<Body>, Attempt>) -> Response<Body> {
+fn finish(
+    proxy: &Proxy,
+    route: &Route,
+    cluster: &Cluster,
+    result: Result<Response<Body>, Attempt>,
+) -> Response<Body> {
     {
+        let degraded = match &result {
+            Err(Attempt::Overflow) => Some("UO"),
+            Err(Attempt::NoHealthy) => Some("UH"),
+            _ => None,
+        };
+        if let (Some(flag), Some(fallback)) = (degraded, cluster.fallback())
+            && fallback.answers(flag)
+        {
+            flag_log(proxy, route, flag);
+            return l7::fallback_response(fallback, StatusCode::SERVICE_UNAVAILABLE);
+        }
         match result {
             Ok(r) => r,
             Err(Attempt::Overflow) => {

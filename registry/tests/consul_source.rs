@@ -3,11 +3,9 @@
 //! outage that keeps the last good view.
 #![allow(clippy::unwrap_used)]
 
-mod consul_emulator;
-
 use std::time::Duration;
 
-use consul_emulator::{ConsulEmulator, Instance};
+use hostmesh_emulators::consul::{ConsulEmulator, Instance};
 use hostmesh_registry::model::TrustDomain;
 use hostmesh_registry::sources::consul::{ConsulSettings, ConsulSource, ConsulView};
 use tokio::sync::watch;
@@ -216,12 +214,15 @@ async fn acl_tokens_are_sent_and_refusals_reported() {
 async fn an_outage_keeps_the_last_good_view_and_the_source_catches_up() {
     let consul = ConsulEmulator::start(None).await;
     consul.register("web", Instance::new("web-1", "10.0.0.1", 8080));
+    // A quiet service: nothing about it changes, so a blocking retry would wait 30 s.
+    consul.register("db", Instance::new("db-1", "10.0.0.9", 5432));
     let source = ConsulSource::start(settings(&consul)).unwrap();
     let mut rx = source.subscribe();
     let good = until(&mut rx, Duration::from_secs(5), "first list", |v| {
-        v.view.services.len() == 1
+        v.view.services.len() == 2
     })
     .await;
+    assert!(consul.until_blocked(3, Duration::from_secs(5)).await);
 
     consul.stop();
     let down = until(&mut rx, Duration::from_secs(5), "unhealthy", |v| {
@@ -247,8 +248,12 @@ async fn an_outage_keeps_the_last_good_view_and_the_source_catches_up() {
     // Changes made while the source could not see them arrive once Consul is back.
     consul.register("web", Instance::new("web-2", "10.0.0.2", 8080));
     consul.resume().await;
+    // Healthy within seconds (not the 30 s wait): every query, db's too, answered again.
     let back = until(&mut rx, Duration::from_secs(5), "caught up", |v| {
-        v.status.healthy && endpoints(v).first().is_some_and(|(_, e)| e.len() == 2)
+        v.status.healthy
+            && endpoints(v)
+                .iter()
+                .any(|(h, e)| h.starts_with("web.") && e.len() == 2)
     })
     .await;
     assert!(back.view.revision > good.view.revision);

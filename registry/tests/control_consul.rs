@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod consul_emulator;
 
 use std::time::{Duration, Instant};
 
 use common::{
     Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
 };
-use consul_emulator::{ConsulEmulator, Instance};
+use hostmesh_emulators::consul::{ConsulEmulator, Instance};
 use hostmesh_registry::xds::type_url;
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";

@@ -6,8 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-mod consul_emulator;
-mod kube_emulator;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,9 +13,9 @@ use std::time::{Duration, Instant};
 use common::{
     Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
 };
-use consul_emulator::{ConsulEmulator, Instance};
+use hostmesh_emulators::consul::{ConsulEmulator, Instance};
+use hostmesh_emulators::kube::{KubeEmulator, Res, service, slice};
 use hostmesh_registry::xds::type_url;
-use kube_emulator::{KubeEmulator, Res, service, slice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";

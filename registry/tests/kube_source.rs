@@ -4,17 +4,15 @@
 //! a bad object rejected alone, and Istio's CRDs absent.
 #![allow(clippy::unwrap_used)]
 
-mod kube_emulator;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use hostmesh_emulators::kube::{KubeEmulator, Res, service, slice};
 use hostmesh_registry::model::TrustDomain;
 use hostmesh_registry::sources::kubernetes::{
     KubernetesSettings, KubernetesSource, KubernetesView,
 };
 use kube::config::Kubeconfig;
-use kube_emulator::{KubeEmulator, Res, service, slice};
 use serde_json::json;
 use tokio::sync::watch;
 

@@ -160,9 +160,17 @@ fn cluster(c: &ClusterSpec, at: &str, problems: &mut Problems) -> Option<Cluster
     if problems.0.len() != before {
         return None;
     }
+    let fallback = c
+        .fallback
+        .as_ref()
+        .and_then(|f| l7::fallback(f, at, problems));
+    if problems.0.len() != before {
+        return None;
+    }
     Some(
         Cluster::new(c.name.clone(), endpoints, c.lb, tls, timeout, c.http2)
-            .with_resilience(c.thresholds.clone(), c.outlier.clone()),
+            .with_resilience(c.thresholds.clone(), c.outlier.clone())
+            .with_fallback(fallback),
     )
 }
 
@@ -294,7 +302,11 @@ fn route(
             });
         }
     }
-    let policy = route_policy(&r.policy, at, problems);
+    let mut policy = route_policy(&r.policy, at, problems);
+    let mirrors = l7::mirrors(&r.policy.mirrors, clusters, at, problems);
+    if let Some(p) = &mut policy {
+        p.mirrors = mirrors;
+    }
     let mut weighted = Vec::new();
     for wc in &r.clusters {
         match clusters.get(wc.cluster.as_str()) {
@@ -349,6 +361,7 @@ fn anchored(re: &str, at: &str, problems: &mut Problems) -> Option<Regex> {
 }
 
 mod l4;
+mod l7;
 mod route_policy;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use hostmesh_ca::SpiffeId;
 use rand::Rng;
 
 use super::LbPolicy;
+use super::l7::Fallback;
 use super::policy::AttemptOutcome;
 use super::resilience::{
     Admitted, Breaker, Detector, EndpointHealth, OutlierSettings, RetryAdmitted, Thresholds,
@@ -91,6 +92,7 @@ pub struct Cluster {
     next: AtomicU64,
     breaker: Breaker,
     outlier: Option<Detector>,
+    fallback: Option<Fallback>,
 }
 
 /// An endpoint chosen for one request; counts as in flight until dropped.
@@ -137,7 +139,19 @@ impl Cluster {
             next: AtomicU64::new(0),
             breaker: Breaker::new(Thresholds::default(), http2),
             outlier: None,
+            fallback: None,
         }
+    }
+
+    /// Sets the service-degradation answer.
+    pub(crate) fn with_fallback(mut self, fallback: Option<Fallback>) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// The answer to give instead of the `UO`/`UH` error page, when configured.
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
     }
 
     /// Sets the circuit breaker's thresholds and outlier detection.

@@ -11,11 +11,12 @@ mod build;
 mod cluster;
 mod inbound;
 pub mod l4;
+pub mod l7;
 mod outbound;
 pub mod policy;
 pub mod rate_limit;
 pub mod resilience;
-mod route;
+pub(crate) mod route;
 pub mod spec;
 
 use std::fmt;

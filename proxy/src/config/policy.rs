@@ -1,5 +1,5 @@
-//! Validated route policies: retries, faults, redirects, rewrites, header edits and query
-//! matches, in the form the data path applies them (parsed header names, compiled regexes,
+//! Validated route policies: retries, faults, redirects, rewrites, header edits, query
+//! matches, CORS and mirrors (`super::l7`), in the form the data path applies them (parsed header names, compiled regexes,
 //! retry conditions as bits). Built by `build`; applied by `crate::route_exec`.
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use regex::Regex;
 
+use super::l7::{Cors, Mirror};
 use super::route::HeaderValueMatch;
 
 /// Everything a route does beyond choosing a cluster.
@@ -20,9 +21,19 @@ pub struct RoutePolicy {
     pub(crate) rewrite: Rewrite,
     pub(crate) request_headers: HeaderEdits,
     pub(crate) response_headers: HeaderEdits,
+    pub(crate) cors: Option<Cors>,
+    pub(crate) mirrors: Vec<Mirror>,
 }
 
 impl RoutePolicy {
+    pub fn cors(&self) -> Option<&Cors> {
+        self.cors.as_ref()
+    }
+
+    pub fn mirrors(&self) -> &[Mirror] {
+        &self.mirrors
+    }
+
     pub fn retry(&self) -> Option<&RetryPolicy> {
         self.retry.as_ref()
     }

@@ -39,6 +39,20 @@ pub struct ClusterSpec {
     pub thresholds: Thresholds,
     /// Outlier detection, when enabled.
     pub outlier: Option<OutlierSettings>,
+    /// Our service-degradation answer for requests that end `UO` or `UH` at this cluster.
+    pub fallback: Option<FallbackSpec>,
+}
+
+/// A static answer given instead of the error page (Envoy's local-reply `ResponseMapper`,
+/// carried in the cluster's metadata).
+#[derive(Debug, Clone, Default)]
+pub struct FallbackSpec {
+    /// Envoy response flags it answers (`UO`, `UH`).
+    pub flags: Vec<String>,
+    /// Unset: the status of the error it replaces.
+    pub status: Option<u32>,
+    pub headers: HeaderEditsSpec,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +176,32 @@ pub struct RoutePolicySpec {
     pub rewrite: RewriteSpec,
     pub request_headers: HeaderEditsSpec,
     pub response_headers: HeaderEditsSpec,
+    /// The CORS filter's per-route policy.
+    pub cors: Option<CorsSpec>,
+    /// Copies of the request sent elsewhere, answers discarded.
+    pub mirrors: Vec<MirrorSpec>,
+}
+
+/// Envoy's `CorsPolicy`: list fields already joined with `,` as they go into the headers.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSpec {
+    /// Exact, prefix or regex (whole value); any matching `*` allows every origin.
+    pub allow_origins: Vec<HeaderValueSpec>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: String,
+    pub allow_credentials: bool,
+    /// Preflights from an origin not allowed go on to the upstream (Envoy's default), or
+    /// are answered 200 without CORS headers.
+    pub forward_not_matching_preflights: bool,
+}
+
+/// Envoy's `RequestMirrorPolicy`: a share (millionths) of requests copied to `cluster`.
+#[derive(Debug, Clone)]
+pub struct MirrorSpec {
+    pub cluster: String,
+    pub share: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -132,6 +132,7 @@ pub fn mtls_cluster(name: &str, endpoints: &[SocketAddr], expected: &[&str]) -> 
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        fallback: None,
     }
 }
 

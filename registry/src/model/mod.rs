@@ -12,6 +12,7 @@
 //! Pure code: no I/O here.
 
 pub mod config;
+pub mod fallback;
 pub mod istio;
 pub mod protocol;
 pub mod provenance;

@@ -12,5 +12,6 @@ mod mesh;
 mod scenarios;
 mod tap;
 mod traffic;
+mod traffic_l7;
 mod traffic_world;
 mod world;

@@ -115,7 +115,14 @@ pub(super) fn route_policy(
     }
     let request_headers = edits(&spec.request_headers, at, problems);
     let response_headers = edits(&spec.response_headers, at, problems);
+    let cors = spec
+        .cors
+        .as_ref()
+        .and_then(|c| super::l7::cors(c, at, problems));
     (problems.0.len() == before).then_some(RoutePolicy {
+        cors,
+        // Resolved by the caller, which knows the clusters.
+        mirrors: Vec::new(),
         query,
         retry,
         fault,
@@ -169,7 +176,7 @@ fn substitution(with: &str) -> String {
     out
 }
 
-fn edits(spec: &HeaderEditsSpec, at: &str, problems: &mut Problems) -> HeaderEdits {
+pub(super) fn edits(spec: &HeaderEditsSpec, at: &str, problems: &mut Problems) -> HeaderEdits {
     let name = |n: &str, problems: &mut Problems| {
         HeaderName::from_bytes(n.as_bytes())
             .map_err(|_| problems.add(at, format!("{n:?} is not a header name")))

@@ -22,6 +22,7 @@ fn cluster(name: &str, addr: &str, tls: UpstreamTlsSpec) -> ClusterSpec {
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        fallback: None,
     }
 }
 

@@ -125,6 +125,7 @@ pub fn convert(
         }
     }
 
+    let fallback = super::route_l7::fallback(&mut c, &mut p);
     // Harmless here: names for stats, metadata, DNS settings (only IP literals are accepted).
     c.alt_stat_name.clear();
     c.metadata = None;
@@ -191,6 +192,7 @@ pub fn convert(
         http2,
         thresholds,
         outlier,
+        fallback,
     }))
 }
 

@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, filter, listener_filter,
 };
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -351,9 +352,11 @@ fn http(mut hcm: HttpConnectionManager, at: &str, p: &mut Problems<'_>) -> Optio
         // The local rate limit filter with no bucket of its own: virtual hosts configure it.
         let rate_limit = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == LocalRateLimit::type_url()
             && unpack::<LocalRateLimit>(a).is_ok_and(|mut l| { l.stat_prefix.clear(); set_fields(&l).is_empty() }));
-        if !router && !fault && !rate_limit {
+        // The CORS filter with no policy of its own: routes configure it.
+        let cors = matches!(&f.config_type, Some(http_filter::ConfigType::TypedConfig(a)) if a.type_url == Cors::type_url() && a.value.is_empty());
+        if !router && !fault && !rate_limit && !cors {
             p.add(format!(
-                "{at}: http_filters {:?} is not supported (only the router, and the fault and local rate limit filters configured per route or virtual host)",
+                "{at}: http_filters {:?} is not supported (only the router, and the CORS, fault and local rate limit filters configured per route or virtual host)",
                 f.name
             ));
         }

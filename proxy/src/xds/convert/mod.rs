@@ -17,6 +17,7 @@ mod cluster_resilience;
 pub mod l4;
 pub mod listener;
 pub mod route;
+mod route_l7;
 pub mod route_policy;
 mod tls;
 
@@ -130,6 +131,7 @@ fn empty_cluster(name: &str) -> ClusterSpec {
         http2: false,
         thresholds: Default::default(),
         outlier: None,
+        fallback: None,
     }
 }
 
@@ -278,6 +280,20 @@ impl Build<'_> {
                     ));
                 }
                 self.referenced.insert(c.cluster.clone());
+            }
+            let mirrors = t
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| &vh.routes)
+                .flat_map(|r| &r.policy.mirrors);
+            for m in mirrors {
+                if self.is_original_dst(&m.cluster) {
+                    p.add(format!(
+                        "route table {:?}: mirroring to ORIGINAL_DST cluster {:?} is not supported",
+                        t.name, m.cluster
+                    ));
+                }
+                self.referenced.insert(m.cluster.clone());
             }
         }
         Some((protocol, target))

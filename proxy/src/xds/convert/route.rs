@@ -2,7 +2,7 @@
 //! (prefix, exact, whole-path regex), headers (exact, prefix, regex, present, inverted) and
 //! query parameters, sent to one cluster or split by weight, with a timeout (Envoy's default
 //! 15 s when unset, none when 0), or answered with a redirect; retries, faults, rewrites and
-//! header edits come from [`super::route_policy`].
+//! header edits come from [`super::route_policy`]; CORS and mirrors from [`super::route_l7`].
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 
 use super::super::wire::Problems;
 use super::cluster::duration;
+use super::route_l7;
 use super::route_policy;
 use crate::config::spec::{
     HeaderMatchSpec, HeaderValueSpec, PathMatchSpec, QueryMatchSpec, RoutePolicySpec, RouteSpec,
@@ -76,7 +77,9 @@ fn route(mut r: Route, at: &str, p: &mut Problems<'_>) -> Option<RouteSpec> {
     r.decorator = None;
     let m = r.r#match.take().unwrap_or_default();
     let action = r.action.take();
+    let cors = route_l7::cors(&mut r, &at, p);
     let mut policy = RoutePolicySpec {
+        cors,
         fault: route_policy::fault(&mut r, &at, p),
         ..Default::default()
     };
@@ -177,6 +180,7 @@ fn route_action(
     let at = format!("{at}.route");
     policy.retry = route_policy::retry(&mut a, &at, p);
     policy.rewrite = route_policy::rewrite(&mut a, &at, p);
+    policy.mirrors = route_l7::mirrors(&mut a, &at, p);
     // SERVICE_UNAVAILABLE (0) is what the proxy answers for a cluster without endpoints.
     if a.cluster_not_found_response_code != 0 {
         p.add(format!(

@@ -84,7 +84,7 @@ pub fn fault(r: &mut Route, at: &str, p: &mut Problems<'_>) -> Option<FaultSpec>
 }
 
 /// Envoy's fractional percent in millionths; unset means every request.
-fn millionths(f: Option<FractionalPercent>, at: &str, p: &mut Problems<'_>) -> u32 {
+pub(super) fn millionths(f: Option<FractionalPercent>, at: &str, p: &mut Problems<'_>) -> u32 {
     let Some(f) = f else { return 1_000_000 };
     let scale = match DenominatorType::try_from(f.denominator) {
         Ok(DenominatorType::Hundred) => 10_000,
@@ -123,7 +123,7 @@ pub fn header_edits(
 }
 
 #[allow(deprecated)]
-fn edits(
+pub(super) fn edits(
     add: Vec<HeaderValueOption>,
     remove: Vec<String>,
     at: &str,

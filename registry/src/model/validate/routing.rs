@@ -8,9 +8,10 @@ use super::{
     Context, Errors, FieldError, duration, host, is_ip_or_cidr, labels, one_of, percent, port,
 };
 use crate::model::config::{DestinationRule, Gateway, Meta, Subset, VirtualService};
+use crate::model::fallback::{FALLBACK_ANNOTATION, Fallback};
 use crate::model::istio::networking::{
-    Destination, DestinationRuleSpec, GatewaySpec, HttpRoute, StringMatch, TrafficPolicy,
-    VirtualServiceSpec,
+    CorsPolicy, Destination, DestinationRuleSpec, GatewaySpec, HttpRoute, StringMatch,
+    TrafficPolicy, VirtualServiceSpec,
 };
 use crate::model::protocol::Protocol;
 use crate::model::rate_limit::{LOCAL_RATE_LIMIT_ANNOTATION, LocalRateLimit};
@@ -258,6 +259,41 @@ fn http_route(errs: &mut Errors, path: &str, r: &HttpRoute) {
         &format!("{path}.mirrorPercentage.value"),
         r.mirror_percentage.as_ref().and_then(|p| p.value),
     );
+    if let Some(p) = r.mirror_percent
+        && p > 100
+    {
+        errs.push(format!("{path}.mirrorPercent"), format!("{p} is above 100"));
+    }
+    if let Some(c) = &r.cors_policy {
+        cors_policy(errs, &format!("{path}.corsPolicy"), c);
+    }
+}
+
+fn cors_policy(errs: &mut Errors, path: &str, c: &CorsPolicy) {
+    for (i, sm) in c.allow_origins.iter().enumerate() {
+        string_match(errs, &format!("{path}.allowOrigins[{i}]"), sm);
+    }
+    duration(errs, &format!("{path}.maxAge"), c.max_age.as_deref());
+    one_of(
+        errs,
+        &format!("{path}.unmatchedPreflights"),
+        c.unmatched_preflights.as_deref(),
+        &["UNSPECIFIED", "FORWARD", "IGNORE"],
+    );
+    for (field, list) in [
+        ("allowMethods", &c.allow_methods),
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (i, v) in list.iter().enumerate() {
+            if v.is_empty() || v.contains(',') || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                errs.push(
+                    format!("{path}.{field}[{i}]"),
+                    format!("{v:?} is not a method or header name"),
+                );
+            }
+        }
+    }
 }
 
 fn string_match(errs: &mut Errors, path: &str, m: &StringMatch) {
@@ -352,6 +388,11 @@ pub fn destination_rule(
             host(&mut errs, "spec.host", h).map(|h| h.qualify(&meta.namespace, &ctx.domain_suffix))
         }
     };
+    if let Some(text) = meta.annotations.get(FALLBACK_ANNOTATION)
+        && let Err(e) = Fallback::parse(text)
+    {
+        errs.push(format!("metadata.annotations[{FALLBACK_ANNOTATION:?}]"), e);
+    }
     if let Some(tp) = &spec.traffic_policy {
         traffic_policy(&mut errs, "spec.trafficPolicy", tp);
     }

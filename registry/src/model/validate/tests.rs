@@ -219,3 +219,66 @@ fn destination_rule_subsets() {
         ]
     );
 }
+
+#[test]
+fn cors_policy_and_mirror_fields_are_checked() {
+    let ctx = Context::default();
+    let vs = spec(
+        "hosts: [shop]
+http:
+- corsPolicy:
+    allowOrigins: [{exact: a, prefix: b}]
+    allowMethods: ['GET,POST']
+    maxAge: ten
+    unmatchedPreflights: DROP
+  mirrorPercent: 150
+  route: [{destination: {host: shop}}]
+",
+    );
+    assert_eq!(
+        errors(virtual_service(meta(), &vs, &ctx)),
+        [
+            "spec.http[0].mirrorPercent: 150 is above 100",
+            "spec.http[0].corsPolicy.allowOrigins[0]: exactly one of exact, prefix and regex must be set",
+            "spec.http[0].corsPolicy.maxAge: \"ten\" is not a valid duration (e.g. 1s, 500ms)",
+            "spec.http[0].corsPolicy.unmatchedPreflights: \"DROP\" is not one of UNSPECIFIED, FORWARD, IGNORE",
+            "spec.http[0].corsPolicy.allowMethods[0]: \"GET,POST\" is not a method or header name",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_fallback_annotation_rejects_its_destination_rule_alone() {
+    let text = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: shop
+  namespace: demo
+  annotations: {traffic.hostmesh.io/fallback: '{"status": 700}'}
+spec: {host: shop}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: bill
+  namespace: demo
+  annotations: {traffic.hostmesh.io/fallback: '{"status": 200, "body": "ok"}'}
+spec: {host: bill}
+"#;
+    let parsed = crate::sources::static_files::parse_file(
+        std::path::Path::new("rules.yaml"),
+        text,
+        &Context::default(),
+    );
+    let errs: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("DestinationRule demo/shop")
+            && errs[0].contains(
+                "metadata.annotations[\"traffic.hostmesh.io/fallback\"]: status: 700 is not within 200-599"
+            ),
+        "{}",
+        errs[0]
+    );
+    assert_eq!(parsed.objects.len(), 1, "the good rule is kept");
+}

@@ -6,7 +6,8 @@
 //! A failing query (Consul down, slow, refusing the token) marks the source unhealthy with
 //! the error and retries with backoff (100 ms doubling to `max_backoff`, ±25 % jitter); the
 //! services it had stay as they were, so the rest of the mesh is never blocked and the
-//! source catches up with the next good answer. The view's revision moves only when its
+//! source catches up with the next good answer (the retry after a failure does not block, so
+//! a quiet service answers at once and the source is healthy as soon as Consul is back). The view's revision moves only when its
 //! contents change; health changes alone publish a new status with the same revision.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -198,6 +199,7 @@ async fn follow_catalog(shared: Arc<Shared>) {
             Ok(answer) => answer,
             Err(e) => {
                 shared.failed(CATALOG, &e);
+                index.failed();
                 tokio::time::sleep(backoff.pause()).await;
                 continue;
             }
@@ -260,6 +262,7 @@ async fn follow_service(shared: Arc<Shared>, name: String) {
             Ok(answer) => answer,
             Err(e) => {
                 shared.failed(&name, &e);
+                index.failed();
                 tokio::time::sleep(backoff.pause()).await;
                 continue;
             }

@@ -138,6 +138,7 @@ pub fn outbound(view: &View<'_>, plan: &ClusterPlan<'_>) -> Cluster {
     apply_security(view, plan, &policy, &mut c);
     if plan.service.resolution != Resolution::None {
         super::resilience::apply(&policy, &mut c);
+        super::fallback::apply(view.destination_rule(host), &mut c);
     }
     c
 }

@@ -20,9 +20,11 @@ use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+
 use super::names::{
-    FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER, LOCAL_RATE_LIMIT_STATS, ROUTER,
-    TCP_PROXY,
+    CORS_FILTER, FAULT_FILTER, HTTP_CONNECTION_MANAGER, LOCAL_RATE_LIMIT_FILTER,
+    LOCAL_RATE_LIMIT_STATS, ROUTER, TCP_PROXY,
 };
 use super::proto::{ads, bool_value, network_filter};
 
@@ -47,6 +49,17 @@ fn fault() -> HttpFilter {
     }
 }
 
+/// The CORS filter with no policy of its own: routes configure it.
+fn cors() -> HttpFilter {
+    HttpFilter {
+        name: CORS_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Cors::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// The local rate limit filter without a bucket of its own: virtual hosts configure it.
 fn local_rate_limit() -> HttpFilter {
     HttpFilter {
@@ -61,8 +74,9 @@ fn local_rate_limit() -> HttpFilter {
     }
 }
 
-/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS; the local rate limit
-/// and fault filters before the router.
+/// Outbound HTTP: routes come from RDS (`route_config_name`) over ADS; the CORS, local rate
+/// limit and fault filters before the router (CORS first, as Istio orders them: a preflight
+/// it answers spends no token).
 pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
     let hcm = HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
@@ -70,7 +84,7 @@ pub fn http_rds(stat_prefix: &str, route_config_name: &str) -> Filter {
             config_source: Some(ads()),
             route_config_name: route_config_name.to_owned(),
         })),
-        http_filters: vec![local_rate_limit(), fault(), router()],
+        http_filters: vec![cors(), local_rate_limit(), fault(), router()],
         ..Default::default()
     };
     network_filter(HTTP_CONNECTION_MANAGER, pack_any(hcm))

@@ -26,6 +26,7 @@
 
 mod cluster;
 mod endpoint;
+mod fallback;
 mod filters;
 mod inbound;
 mod l4_route;
@@ -36,6 +37,7 @@ mod policy;
 mod proto;
 mod resilience;
 mod route;
+mod route_l7;
 mod route_policy;
 mod tls;
 mod view;

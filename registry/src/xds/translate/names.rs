@@ -29,6 +29,9 @@ pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+/// Cluster `typed_filter_metadata` key of our fallback answer (service degradation).
+pub const FALLBACK_METADATA: &str = "hostmesh.io/fallback";
 pub const LOCAL_RATE_LIMIT_FILTER: &str = "envoy.filters.http.local_ratelimit";
 pub const LOCAL_RATE_LIMIT_STATS: &str = "http_local_rate_limiter";
 pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";

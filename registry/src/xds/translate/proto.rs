@@ -144,6 +144,23 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(total).ok()
 }
 
+/// A protobuf map whose iteration order, and so prost's encoding, is its keys' order: the
+/// same entries always encode the same (resource versions are hashes of the encoding).
+/// `HashMap`s built anew get new hash keys, so this rebuilds until the order comes out
+/// sorted; meant for the two or three entries of a `typed_per_filter_config`.
+pub fn ordered_map<V: Clone>(mut entries: Vec<(String, V)>) -> HashMap<String, V> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let mut map = HashMap::new();
+    for _ in 0..1024 {
+        map = entries.iter().cloned().collect::<HashMap<_, _>>();
+        if map.keys().is_sorted() {
+            break;
+        }
+    }
+    map
+}
+
 /// A network filter with a typed config.
 pub fn network_filter(name: &str, config: Any) -> Filter {
     Filter {
@@ -192,6 +209,18 @@ mod tests {
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("5x"), None);
+    }
+
+    #[test]
+    fn ordered_maps_iterate_in_key_order() {
+        for _ in 0..50 {
+            let m = ordered_map(vec![
+                ("b".to_owned(), 2),
+                ("a".to_owned(), 1),
+                ("c".to_owned(), 3),
+            ]);
+            assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        }
     }
 
     #[test]

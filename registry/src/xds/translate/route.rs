@@ -14,8 +14,10 @@
 //! policies of [`super::route_policy`]: `retries`, `fault`, `redirect` routes, `rewrite` and
 //! `headers` (request and response; per-destination `headers` are not translated).
 //!
+//! `mirror`/`mirrorPercentage`/`mirrors` and `corsPolicy` come from [`super::route_l7`].
+//!
 //! Not translated yet, left out of the output: `sourceLabels`, `sourceNamespace`;
-//! `directResponse` and `delegate` routes (skipped whole); `mirror`/`mirrors`, `corsPolicy`.
+//! `directResponse` and `delegate` routes (skipped whole).
 //! `tls` and `tcp` routes are not translated either.
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,11 +33,12 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::Duration;
 
 use super::names;
-use super::proto::{bool_value, duration, parse_duration, u32_value};
+use super::proto::{bool_value, duration, ordered_map, parse_duration, u32_value};
+use super::route_l7;
 use super::route_policy;
 use super::view::View;
 use crate::model::config::{ServicePort, VirtualService};
-use crate::model::istio::networking::{HttpMatchRequest, HttpRoute, StringMatch};
+use crate::model::istio::networking::{Destination, HttpMatchRequest, HttpRoute, StringMatch};
 use crate::model::{Hostname, PortNumber, Service};
 
 pub fn route_configs(view: &View<'_>) -> Vec<RouteConfiguration> {
@@ -146,6 +149,7 @@ fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Rout
             (Some(redirect), _) => Action::Redirect(redirect),
             (None, Some(mut action)) => {
                 route_policy::rewrite(http, &mut action);
+                action.request_mirror_policies = route_l7::mirrors(view, vs, http, port);
                 Action::Route(action)
             }
             (None, None) => {
@@ -157,7 +161,13 @@ fn vs_routes(view: &View<'_>, vs: &VirtualService, port: PortNumber) -> Vec<Rout
             route_policy::header_edits(http.headers.as_ref().and_then(|h| h.request.as_ref()));
         let (response_headers_to_add, response_headers_to_remove) =
             route_policy::header_edits(http.headers.as_ref().and_then(|h| h.response.as_ref()));
-        let typed_per_filter_config = route_policy::fault(http).unwrap_or_default();
+        let typed_per_filter_config = ordered_map(
+            route_policy::fault(http)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(route_l7::cors(http))
+                .collect(),
+        );
         let matches: Vec<RouteMatch> = if http.matches.is_empty() {
             vec![prefix_match()]
         } else {
@@ -193,23 +203,9 @@ fn route_action(
     let mut clusters: Vec<(String, u32)> = Vec::new();
     for d in &http.route {
         let Some(dest) = &d.destination else { continue };
-        let Some(host) = dest.host.as_deref().and_then(|h| Hostname::new(h).ok()) else {
+        let Some(name) = destination_cluster(view, vs, dest, port) else {
             continue;
         };
-        let host = host.qualify(&vs.meta.namespace, &view.config.domain_suffix);
-        let dest_port = dest
-            .port
-            .as_ref()
-            .and_then(|p| p.number)
-            .and_then(|n| PortNumber::new(n).ok())
-            .or_else(
-                || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
-                    Some([only]) => Some(only.number),
-                    _ => None,
-                },
-            )
-            .unwrap_or(port);
-        let name = names::outbound_cluster(dest_port, dest.subset.as_deref(), host.as_str());
         let weight = d.weight.map_or(100, |w| u32::try_from(w).unwrap_or(0));
         clusters.push((name, weight));
     }
@@ -244,6 +240,34 @@ fn route_action(
         retry_policy: route_policy::retry_policy(http),
         ..Default::default()
     })
+}
+
+/// The cluster of a destination: its port, else the service's only port, else the route's.
+pub(super) fn destination_cluster(
+    view: &View<'_>,
+    vs: &VirtualService,
+    dest: &Destination,
+    port: PortNumber,
+) -> Option<String> {
+    let host = Hostname::new(dest.host.as_deref()?).ok()?;
+    let host = host.qualify(&vs.meta.namespace, &view.config.domain_suffix);
+    let dest_port = dest
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .and_then(|n| PortNumber::new(n).ok())
+        .or_else(
+            || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
+                Some([only]) => Some(only.number),
+                _ => None,
+            },
+        )
+        .unwrap_or(port);
+    Some(names::outbound_cluster(
+        dest_port,
+        dest.subset.as_deref(),
+        host.as_str(),
+    ))
 }
 
 fn route_match(m: &HttpMatchRequest) -> RouteMatch {

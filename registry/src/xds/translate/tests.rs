@@ -5,6 +5,7 @@
 
 mod assertions;
 mod l4;
+mod l7;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -37,6 +38,7 @@ pub const TCP: &str = include_str!("../../../tests/fixtures/translate/tcp.yaml")
 pub const EXTERNAL: &str = include_str!("../../../tests/fixtures/translate/external.yaml");
 pub const NOVIP: &str = include_str!("../../../tests/fixtures/translate/novip.yaml");
 pub const TRAFFIC: &str = include_str!("../../../tests/fixtures/translate/traffic.yaml");
+pub const L7: &str = include_str!("../../../tests/fixtures/translate/l7.yaml");
 pub const PEER_AUTH: &str = include_str!("../../../tests/fixtures/translate/peer-auth.yaml");
 
 /// A snapshot of the objects of the given YAML files (which must all be valid).
@@ -99,6 +101,15 @@ fn render_any(type_url: &str, bytes: &[u8]) -> String {
         n if n == HttpFault::full_name() => d::<HttpFault>(bytes),
         n if n == envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit::full_name() => {
             d::<envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit>(bytes)
+        }
+        n if n == envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::full_name() => {
+            d::<envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors>(bytes)
+        }
+        n if n == envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy::full_name() => {
+            d::<envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy>(bytes)
+        }
+        n if n == envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::ResponseMapper::full_name() => {
+            d::<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::ResponseMapper>(bytes)
         }
         n if n == PreviousHostsPredicate::full_name() => d::<PreviousHostsPredicate>(bytes),
         n if n == TlsInspector::full_name() => d::<TlsInspector>(bytes),

@@ -1,5 +1,5 @@
 //! A Kubernetes API server **emulator** for tests — not Kubernetes. It serves, over real
-//! HTTP on 127.0.0.1, the part of the Kubernetes API (v1.33) that hostmesh reads, following
+//! HTTP (on 127.0.0.1 unless a [`Listen`] says otherwise), the part of the Kubernetes API (v1.33) that hostmesh reads, following
 //! the documented API concepts ("Efficient detection of changes", "Resource versions",
 //! "Watch bookmarks", "Retrieving large results sets in chunks"):
 //!
@@ -26,20 +26,18 @@
 //! [`KubeEmulator::close_watches`] (the server ending streams), [`KubeEmulator::compact`],
 //! [`KubeEmulator::hold_watches`] (new watches wait, so a change can fall between a client's
 //! watches), and the request log.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 mod http;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+
+use crate::Listen;
+use crate::server::Server;
 
 pub const TOKEN: &str = "emulator-token";
 
@@ -140,6 +138,7 @@ impl Data {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) data: Mutex<Data>,
     /// The latest resource version, for watchers.
@@ -155,10 +154,10 @@ pub(crate) struct Inner {
 }
 
 /// The emulator. Stops serving when dropped.
+#[derive(Debug)]
 pub struct KubeEmulator {
-    address: SocketAddr,
     inner: Arc<Inner>,
-    server: Mutex<Option<JoinHandle<()>>>,
+    server: Server,
 }
 
 impl Drop for KubeEmulator {
@@ -170,8 +169,11 @@ impl Drop for KubeEmulator {
 impl KubeEmulator {
     /// Serves on a free port of 127.0.0.1; Istio's CRDs are installed when `crds`.
     pub async fn start(crds: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        Self::start_on(Listen::default(), crds).await
+    }
+
+    /// [`KubeEmulator::start`] on the socket `listen` makes.
+    pub async fn start_on(listen: Listen, crds: bool) -> Self {
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
                 rv: 100,
@@ -185,17 +187,14 @@ impl KubeEmulator {
             requests: Mutex::new(Vec::new()),
             bookmarks_sent: Mutex::new(0),
         });
-        let server = tokio::spawn(http::serve(listener, inner.clone()));
-        Self {
-            address,
-            inner,
-            server: Mutex::new(Some(server)),
-        }
+        let state = inner.clone();
+        let server = Server::start(listen, move |request| http::answer(state.clone(), request));
+        Self { inner, server }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address())
     }
 
     /// A kubeconfig for the emulator (context `emulator`, a bearer token).
@@ -324,17 +323,13 @@ impl KubeEmulator {
 
     /// Stops answering: the listener closes and open connections (and watches) are cut.
     pub fn stop(&self) {
-        if let Some(server) = self.server.lock().unwrap().take() {
-            server.abort();
-        }
+        self.server.stop();
         self.close_watches();
     }
 
     /// Serves again on the same address, with the same data.
     pub async fn resume(&self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
-        let server = tokio::spawn(http::serve(listener, self.inner.clone()));
-        *self.server.lock().unwrap() = Some(server);
+        self.server.resume();
     }
 }
 

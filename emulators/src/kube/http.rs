@@ -5,41 +5,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Inner, Res, TOKEN};
 
-type Body = BoxBody<Bytes, Infallible>;
-
-pub(crate) async fn serve(listener: TcpListener, inner: Arc<Inner>) {
-    // Connections live in this task's set: aborting the server cuts them all.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let inner = inner.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let inner = inner.clone();
-                async move { Ok::<_, Infallible>(answer(inner, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-        while connections.try_join_next().is_some() {}
-    }
-}
+use crate::server::Body;
 
 fn json_reply(status: StatusCode, body: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
@@ -103,7 +78,7 @@ fn collection(path: &str) -> Option<(Res, Option<String>)> {
     None
 }
 
-async fn answer(inner: Arc<Inner>, request: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn answer(inner: Arc<Inner>, request: Request<Incoming>) -> Response<Body> {
     let uri = request.uri().clone();
     inner
         .requests

@@ -1,5 +1,5 @@
-//! A Consul **emulator** for tests — not Consul. It serves, over real HTTP on 127.0.0.1,
-//! the two endpoints of Consul's HTTP API v1 that hostmesh uses, following Consul 1.x's
+//! A Consul **emulator** for tests — not Consul. It serves, over real HTTP (on 127.0.0.1
+//! unless a [`Listen`] says otherwise), the two endpoints of Consul's HTTP API v1 that hostmesh uses, following Consul 1.x's
 //! documented behaviour:
 //!
 //! - `GET /v1/catalog/services` (`dc`): service name → tags.
@@ -17,24 +17,19 @@
 //!   `default_policy = deny`) reads nothing: empty results and
 //!   `X-Consul-Results-Filtered-By-ACLs: true`.
 //! - An unknown `dc` gets `500 No path to datacenter`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+
+use crate::Listen;
+use crate::server::Server;
 
 /// One registered instance.
 #[derive(Debug, Clone)]
@@ -78,6 +73,7 @@ struct Data {
     services: BTreeMap<String, (u64, Vec<Instance>)>,
 }
 
+#[derive(Debug)]
 struct Inner {
     data: Mutex<Data>,
     changed: watch::Sender<u64>,
@@ -89,23 +85,20 @@ struct Inner {
 }
 
 /// The emulator. Stops serving when dropped.
+#[derive(Debug)]
 pub struct ConsulEmulator {
-    address: SocketAddr,
     inner: Arc<Inner>,
-    server: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for ConsulEmulator {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    server: Server,
 }
 
 impl ConsulEmulator {
     /// Serves on a free port of 127.0.0.1, datacenter `dc1`; ACLs on when `token` is set.
     pub async fn start(token: Option<&str>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        Self::start_on(Listen::default(), token).await
+    }
+
+    /// [`ConsulEmulator::start`] on the socket `listen` makes.
+    pub async fn start_on(listen: Listen, token: Option<&str>) -> Self {
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
                 index: 10,
@@ -118,17 +111,17 @@ impl ConsulEmulator {
             requests: Mutex::new(Vec::new()),
             blocked: watch::channel(0).0,
         });
-        let server = tokio::spawn(serve(listener, inner.clone()));
-        Self {
-            address,
-            inner,
-            server: Mutex::new(Some(server)),
-        }
+        let state = inner.clone();
+        let server = Server::start(listen, move |request| {
+            let inner = state.clone();
+            async move { answer(&inner, request).await.map(BodyExt::boxed) }
+        });
+        Self { inner, server }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://ADDRESS:PORT` (`http://127.0.0.1:PORT` by default).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        format!("http://{}", self.server.address())
     }
 
     /// Every request line (`/v1/...?...`) received so far.
@@ -205,16 +198,12 @@ impl ConsulEmulator {
 
     /// Stops answering: the listener closes and open connections are cut.
     pub fn stop(&self) {
-        if let Some(server) = self.server.lock().unwrap().take() {
-            server.abort();
-        }
+        self.server.stop();
     }
 
-    /// Serves again on the same address.
+    /// Serves again on the same address (bound by the same [`Listen`]).
     pub async fn resume(&self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
-        let server = tokio::spawn(serve(listener, self.inner.clone()));
-        *self.server.lock().unwrap() = Some(server);
+        self.server.resume();
     }
 
     fn write(&self, change: impl FnOnce(&mut Data)) {
@@ -224,27 +213,6 @@ impl ConsulEmulator {
         let index = d.index;
         drop(d);
         self.inner.changed.send_replace(index);
-    }
-}
-
-async fn serve(listener: TcpListener, inner: Arc<Inner>) {
-    // Connections live in this task's set: aborting the server cuts them all.
-    let mut connections = JoinSet::new();
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let inner = inner.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let inner = inner.clone();
-                async move { Ok::<_, Infallible>(answer(&inner, request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-        while connections.try_join_next().is_some() {}
     }
 }
 
