@@ -10,6 +10,7 @@
 mod build;
 mod cluster;
 mod inbound;
+pub mod l4;
 pub mod l7;
 mod outbound;
 pub mod policy;
@@ -25,6 +26,7 @@ use arc_swap::ArcSwap;
 
 pub use cluster::{Cluster, Endpoint, UpstreamTls};
 pub use inbound::{InboundConfig, InboundPort};
+pub use l4::L4Routes;
 pub use outbound::{OutboundConfig, Service, ServiceTarget};
 pub use policy::RoutePolicy;
 pub use route::{

@@ -586,3 +586,5 @@ fn the_name_table_is_checked_and_lower_cased() {
         ["240.240.246.3".parse::<std::net::IpAddr>().unwrap()]
     );
 }
+
+mod l4;

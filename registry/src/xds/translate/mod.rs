@@ -14,8 +14,8 @@
 //! What depends on the node ([`Translator::for_node`]): the inbound listener `virtualInbound`
 //! and its `inbound|PORT||` clusters ([`inbound`]).
 //!
-//! Not translated yet (a later issue): `VirtualService` features listed in [`route`], `tls`
-//! and `tcp` routes; `DestinationRule` connection pools (but the connect timeout), outlier
+//! Not translated yet (a later issue): `VirtualService` features listed in [`route`] and
+//! [`l4_route`]; `DestinationRule` connection pools (but the connect timeout), outlier
 //! detection, consistent hashing, locality load balancing and `SIMPLE`/`MUTUAL` TLS
 //! origination; `exportTo` (everything is visible to every node); `AuthorizationPolicy`;
 //! `Gateway`s; `sidecar`-scoped visibility.
@@ -29,6 +29,7 @@ mod endpoint;
 mod fallback;
 mod filters;
 mod inbound;
+mod l4_route;
 mod name_table;
 mod names;
 mod outbound;
