@@ -16,9 +16,11 @@ pub mod inbound;
 mod listener;
 pub mod metrics;
 pub mod outbound;
+mod outbound_l4;
 pub mod pool;
 mod route_exec;
 mod route_l7;
+pub mod sni;
 pub mod tls;
 pub mod xds;
 

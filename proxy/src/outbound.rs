@@ -1,14 +1,15 @@
 //! The outbound listener (15001): connections this host's applications open, intercepted.
 //! Each is matched to a service by its original destination; HTTP services are routed per
 //! request (virtual host, route, weighted cluster, endpoint), TCP services are copied to one
-//! endpoint, and unknown destinations pass through or are refused.
+//! endpoint (L4 routes, weighted or by TLS server name, in [`crate::outbound_l4`]), and unknown
+//! destinations pass through or are refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{
@@ -77,9 +78,12 @@ async fn handle(
         .connection(Direction::Outbound, Outcome::Proxied);
     match service.target() {
         ServiceTarget::Tcp(cluster) => {
-            if let Err(error) = tcp_to_cluster(&proxy, tcp, cluster).await {
+            if let Err(error) = tcp_to_cluster(&proxy, tcp, cluster, &[]).await {
                 tracing::info!(%peer, %dst, service = service.name(), %error, "TCP proxy failed");
             }
+        }
+        ServiceTarget::L4(routes) => {
+            crate::outbound_l4::serve(&proxy, tcp, peer, dst, listen, service.name(), routes).await;
         }
         ServiceTarget::Http(_) => {
             let p = proxy.clone();
@@ -100,6 +104,19 @@ async fn unknown(
     dst: SocketAddr,
     listen: Option<SocketAddr>,
 ) {
+    passthrough_or_refuse(proxy, config, tcp, peer, dst, listen, &[]).await;
+}
+
+/// The unknown-destination rule for a connection of which `initial` was already read.
+pub(crate) async fn passthrough_or_refuse(
+    proxy: &Proxy,
+    config: &ProxyConfig,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    listen: Option<SocketAddr>,
+    initial: &[u8],
+) {
     let refused = |why| {
         proxy
             .metrics
@@ -119,32 +136,44 @@ async fn unknown(
         .connection(Direction::Outbound, Outcome::Passthrough);
     let timeout = proxy.settings.connect_timeout;
     match connect_tcp(dst, proxy.settings.pool.mark, timeout).await {
-        Ok(upstream) => {
+        Ok(mut upstream) => {
             tracing::debug!(%peer, %dst, "passthrough");
-            copy(tcp, upstream, peer, dst).await;
+            if upstream.write_all(initial).await.is_ok() {
+                copy(tcp, upstream, peer, dst).await;
+            }
         }
         Err(error) => tracing::info!(%peer, %dst, %error, "passthrough failed"),
     }
 }
 
-async fn tcp_to_cluster(
+/// Copies `tcp` to an endpoint of `cluster`, sending `initial` (bytes already read from
+/// `tcp`) first.
+pub(crate) async fn tcp_to_cluster(
     proxy: &Proxy,
     tcp: TcpStream,
     cluster: &Cluster,
+    initial: &[u8],
 ) -> Result<(), UpstreamError> {
     let peer = tcp.peer_addr().ok();
     let Some(picked) = cluster.pick() else {
         return Err(UpstreamError::NoEndpoint(cluster.name().to_owned()));
     };
     let addr = picked.endpoint().address();
-    let upstream = connect_tcp(addr, proxy.settings.pool.mark, cluster.connect_timeout()).await?;
+    let mut upstream =
+        connect_tcp(addr, proxy.settings.pool.mark, cluster.connect_timeout()).await?;
     match picked.endpoint().tls() {
-        UpstreamTls::Plaintext => copy(tcp, upstream, peer, addr).await,
+        UpstreamTls::Plaintext => {
+            let sent = upstream.write_all(initial).await;
+            sent.map_err(|source| UpstreamError::Connect { addr, source })?;
+            copy(tcp, upstream, peer, addr).await;
+        }
         UpstreamTls::Mtls { expected } => {
-            let (tls, _) = proxy
+            let (mut tls, _) = proxy
                 .tls
                 .connect(upstream, addr, expected, Codec::Opaque)
                 .await?;
+            let sent = tls.write_all(initial).await;
+            sent.map_err(|source| UpstreamError::Connect { addr, source })?;
             copy(tcp, tls, peer, addr).await;
         }
     }

@@ -233,6 +233,9 @@ fn service(
                 return None;
             }
         },
+        (TargetSpec::L4(spec), false) => {
+            ServiceTarget::L4(l4::routes(spec, at, clusters, problems)?)
+        }
         (TargetSpec::Http(table), true) => {
             let before = problems.0.len();
             let mut hosts = Vec::new();
@@ -377,6 +380,7 @@ fn anchored(re: &str, at: &str, problems: &mut Problems) -> Option<Regex> {
     }
 }
 
+mod l4;
 mod l7;
 mod route_policy;
 #[cfg(test)]

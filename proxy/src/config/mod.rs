@@ -12,6 +12,7 @@ mod cluster;
 pub mod hash_lb;
 pub mod hash_policy;
 mod inbound;
+pub mod l4;
 pub mod l7;
 mod outbound;
 pub mod policy;
@@ -27,6 +28,7 @@ use arc_swap::ArcSwap;
 
 pub use cluster::{Cluster, Endpoint, UpstreamTls};
 pub use inbound::{InboundConfig, InboundPort};
+pub use l4::L4Routes;
 pub use outbound::{OutboundConfig, Service, ServiceTarget};
 pub use policy::RoutePolicy;
 pub use route::{

@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Cluster, Protocol, RouteTable, UnknownDestination};
+use super::{Cluster, L4Routes, Protocol, RouteTable, UnknownDestination};
 
 #[derive(Debug)]
 pub enum ServiceTarget {
     Http(RouteTable),
     Tcp(Arc<Cluster>),
+    /// Weighted TCP, or TLS routes by server name.
+    L4(L4Routes),
 }
 
 /// A service reachable from this host. Its protocol and target agree (HTTP protocols have a

@@ -108,6 +108,23 @@ pub enum TargetSpec {
     Http(RouteTableSpec),
     /// Opaque TCP to one cluster (the protocol must be TCP).
     Tcp { cluster: String },
+    /// Opaque TCP split by weight, or chosen by the TLS server name (the protocol must be TCP).
+    L4(L4Spec),
+}
+
+/// The L4 routes of one destination: TLS routes by server name, then a default.
+#[derive(Debug, Clone, Default)]
+pub struct L4Spec {
+    pub sni: Vec<SniRouteSpec>,
+    /// Where connections that no TLS route takes go; none: the unknown-destination rule.
+    pub default: Option<Vec<WeightedClusterSpec>>,
+}
+
+/// A TLS route: server names (`name` or `*.suffix`) and weighted clusters.
+#[derive(Debug, Clone)]
+pub struct SniRouteSpec {
+    pub server_names: Vec<String>,
+    pub clusters: Vec<WeightedClusterSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,8 @@
 mod control;
 mod control_plane;
 mod grpc;
+mod l4;
+mod l4_world;
 mod mesh;
 mod scenarios;
 mod tap;

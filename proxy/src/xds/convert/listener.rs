@@ -5,7 +5,9 @@
 //! the endpoint IPs (at the same ports) of the cluster the chain is named after, so that a
 //! client dialling an endpoint directly is routed as the service; its one filter is the HTTP
 //! connection manager (routes by RDS or inline, router filter only) or a TCP proxy to one
-//! cluster. The default chain's TCP proxy says what happens to unknown
+//! cluster or to `weighted_clusters`. Chains with `server_names` (TCP proxies only) are TLS
+//! routes: chains with the same addresses become one destination whose connections are told
+//! apart by the `ClientHello`'s server name (see `config::l4`). The default chain's TCP proxy says what happens to unknown
 //! destinations: an `ORIGINAL_DST` cluster passes through, a cluster without endpoints
 //! refuses.
 //!
@@ -30,7 +32,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster},
 };
 use prost::Name;
 
@@ -52,6 +55,8 @@ pub enum Target {
     Rds(String),
     Inline(RouteTableSpec),
     Tcp(String),
+    /// A TCP proxy's `weighted_clusters`: (cluster, weight).
+    TcpSplit(Vec<(String, u32)>),
 }
 
 /// One outbound chain.
@@ -59,6 +64,9 @@ pub enum Target {
 pub struct OutboundChain {
     pub name: String,
     pub addresses: Vec<SocketAddr>,
+    /// `filter_chain_match.server_names`: the chain takes only TLS connections asking for
+    /// one of these (read by the `tls_inspector`).
+    pub server_names: Vec<String>,
     pub target: Target,
 }
 
@@ -176,6 +184,7 @@ fn chain_of(
         }
     };
     let transport = std::mem::take(&mut m.transport_protocol);
+    let server_names = std::mem::take(&mut m.server_names);
     let ranges = std::mem::take(&mut m.prefix_ranges);
     let mut ips = Vec::new();
     for r in &ranges {
@@ -221,9 +230,9 @@ fn chain_of(
                 return;
             }
         }
-        if !ranges.is_empty() {
+        if !ranges.is_empty() || !server_names.is_empty() {
             p.add(format!(
-                "{at}: prefix_ranges on an inbound chain is not supported"
+                "{at}: prefix_ranges and server_names on an inbound chain are not supported"
             ));
             return;
         }
@@ -245,12 +254,19 @@ fn chain_of(
             ));
             return;
         }
+        if !server_names.is_empty() && !matches!(target, Target::Tcp(_) | Target::TcpSplit(_)) {
+            p.add(format!(
+                "{at}: server_names is supported on TCP proxy chains only (TLS passthrough)"
+            ));
+            return;
+        }
         out.outbound.push(OutboundChain {
             name,
             addresses: ips
                 .into_iter()
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
+            server_names,
             target,
         });
     }
@@ -280,15 +296,16 @@ fn one_filter(filters: Vec<Filter>, at: &str, p: &mut Problems<'_>) -> Option<Ta
         match unpack::<TcpProxy>(any) {
             Ok(mut tcp) => {
                 tcp.stat_prefix.clear();
-                let cluster = match tcp.cluster_specifier.take() {
-                    Some(ClusterSpecifier::Cluster(c)) => Some(c),
-                    _ => {
-                        p.add(format!("{at}: only a single cluster is supported"));
+                let target = match tcp.cluster_specifier.take() {
+                    Some(ClusterSpecifier::Cluster(c)) => Some(Target::Tcp(c)),
+                    Some(ClusterSpecifier::WeightedClusters(w)) => weighted(w, &at, p),
+                    None => {
+                        p.add(format!("{at}: has no cluster"));
                         None
                     }
                 };
                 p.leftover(&at, &tcp);
-                cluster.map(Target::Tcp)
+                target
             }
             Err(e) => {
                 p.add(format!("{at}: {e}"));
@@ -302,6 +319,21 @@ fn one_filter(filters: Vec<Filter>, at: &str, p: &mut Problems<'_>) -> Option<Ta
         ));
         None
     }
+}
+
+fn weighted(w: WeightedCluster, at: &str, p: &mut Problems<'_>) -> Option<Target> {
+    let mut out = Vec::new();
+    for (i, mut c) in w.clusters.into_iter().enumerate() {
+        out.push((std::mem::take(&mut c.name), std::mem::take(&mut c.weight)));
+        p.leftover(&format!("{at}.weighted_clusters.clusters[{i}]"), &c);
+    }
+    if out.iter().all(|(_, w)| *w == 0) {
+        p.add(format!(
+            "{at}: weighted_clusters has no cluster with a weight above 0"
+        ));
+        return None;
+    }
+    Some(Target::TcpSplit(out))
 }
 
 fn http(mut hcm: HttpConnectionManager, at: &str, p: &mut Problems<'_>) -> Option<Target> {
@@ -392,6 +424,7 @@ pub fn inbound_ports(
 fn same_target(a: &Target, b: &Target) -> bool {
     match (a, b) {
         (Target::Tcp(x), Target::Tcp(y)) | (Target::Rds(x), Target::Rds(y)) => x == y,
+        (Target::TcpSplit(x), Target::TcpSplit(y)) => x == y,
         (Target::Inline(x), Target::Inline(y)) => format!("{x:?}") == format!("{y:?}"),
         _ => false,
     }

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 mod cluster_resilience;
+pub mod l4;
 pub mod listener;
 pub mod route;
 mod route_l7;
@@ -30,7 +31,7 @@ use super::resources::Resources;
 use super::wire::{Problems, Rejection, Rejections};
 use crate::config::spec::{
     ClusterSpec, ConfigSpec, InboundPortSpec, InboundSpec, OutboundSpec, PathMatchSpec,
-    RouteTableSpec, TargetSpec, UpstreamTlsSpec,
+    RouteTableSpec, TargetSpec, UpstreamTlsSpec, WeightedClusterSpec,
 };
 use crate::config::{LbPolicy, Protocol, UnknownDestination};
 use listener::{Listeners, Target};
@@ -179,61 +180,40 @@ impl Build<'_> {
             }
         };
         let mut services = Vec::new();
-        for chain in &l.outbound {
-            let (protocol, target) = match &chain.target {
-                Target::Tcp(c) if self.is_original_dst(c) => {
-                    if unknown_destination != UnknownDestination::Passthrough {
-                        p.add(format!(
-                            "filter chain {:?}: TCP proxy to ORIGINAL_DST cluster {c:?} is only supported when unknown destinations pass through",
-                            chain.name
-                        ));
-                    }
-                    // Same as an unknown destination: passed through.
-                    continue;
-                }
-                Target::Tcp(c) => {
-                    self.referenced.insert(c.clone());
-                    (Protocol::Tcp, TargetSpec::Tcp { cluster: c.clone() })
-                }
-                Target::Rds(name) => match routes.get(name) {
-                    Some(t) => (Protocol::Http1, TargetSpec::Http(t.clone())),
-                    None => {
-                        pending.push(format!("RouteConfiguration {name:?}"));
+        for destination in l4::destinations(&l.outbound, &mut p) {
+            let (chain, protocol, target) = match destination {
+                l4::Destination::Chain(chain) => {
+                    let Some((protocol, target)) =
+                        self.chain_target(chain, unknown_destination, routes, pending, &mut p)
+                    else {
                         continue;
+                    };
+                    (chain, protocol, target)
+                }
+                l4::Destination::L4 { named, mut spec } => {
+                    // Connections no TLS route takes, sent to their original destination
+                    // (a `NONE` service): the unknown-destination rule, which passes through.
+                    let original = |d: &Vec<WeightedClusterSpec>| {
+                        d.iter().any(|c| self.is_original_dst(&c.cluster))
+                    };
+                    if unknown_destination == UnknownDestination::Passthrough
+                        && spec.default.as_ref().is_some_and(original)
+                        && !spec.sni.is_empty()
+                    {
+                        spec.default = None;
                     }
-                },
-                Target::Inline(t) => (Protocol::Http1, TargetSpec::Http(t.clone())),
+                    for c in l4::Destination::clusters(&spec) {
+                        if self.is_original_dst(c) {
+                            p.add(format!(
+                                "filter chain {:?}: TLS or weighted TCP routes to ORIGINAL_DST cluster {c:?} are not supported",
+                                named.name
+                            ));
+                        }
+                        self.referenced.insert(c.to_owned());
+                    }
+                    (named, Protocol::Tcp, TargetSpec::L4(spec))
+                }
             };
-            if let TargetSpec::Http(t) = &target {
-                for c in t
-                    .virtual_hosts
-                    .iter()
-                    .flat_map(|vh| &vh.routes)
-                    .flat_map(|r| &r.clusters)
-                {
-                    if self.is_original_dst(&c.cluster) {
-                        p.add(format!(
-                            "route table {:?}: routing to ORIGINAL_DST cluster {:?} is not supported",
-                            t.name, c.cluster
-                        ));
-                    }
-                    self.referenced.insert(c.cluster.clone());
-                }
-                let mirrors = t
-                    .virtual_hosts
-                    .iter()
-                    .flat_map(|vh| &vh.routes)
-                    .flat_map(|r| &r.policy.mirrors);
-                for m in mirrors {
-                    if self.is_original_dst(&m.cluster) {
-                        p.add(format!(
-                            "route table {:?}: mirroring to ORIGINAL_DST cluster {:?} is not supported",
-                            t.name, m.cluster
-                        ));
-                    }
-                    self.referenced.insert(m.cluster.clone());
-                }
-            }
             // A chain named after a cluster with endpoints (Istio names both
             // `outbound|PORT||HOST`) also matches those endpoints' IPs: the control server
             // lists only service addresses in chains, so that moving an endpoint changes the
@@ -249,6 +229,75 @@ impl Build<'_> {
             services,
             unknown_destination,
         }
+    }
+
+    /// The protocol and target of a chain that is a destination of its own; `None`: passed
+    /// through like an unknown destination, or waiting for its routes.
+    fn chain_target(
+        &mut self,
+        chain: &listener::OutboundChain,
+        unknown_destination: UnknownDestination,
+        routes: &BTreeMap<String, RouteTableSpec>,
+        pending: &mut Vec<String>,
+        p: &mut Problems<'_>,
+    ) -> Option<(Protocol, TargetSpec)> {
+        let (protocol, target) = match &chain.target {
+            Target::Tcp(c) if self.is_original_dst(c) => {
+                if unknown_destination != UnknownDestination::Passthrough {
+                    p.add(format!(
+                        "filter chain {:?}: TCP proxy to ORIGINAL_DST cluster {c:?} is only supported when unknown destinations pass through",
+                        chain.name
+                    ));
+                }
+                // Same as an unknown destination: passed through.
+                return None;
+            }
+            Target::Tcp(c) => {
+                self.referenced.insert(c.clone());
+                (Protocol::Tcp, TargetSpec::Tcp { cluster: c.clone() })
+            }
+            // Grouped into L4 destinations before this.
+            Target::TcpSplit(_) => return None,
+            Target::Rds(name) => match routes.get(name) {
+                Some(t) => (Protocol::Http1, TargetSpec::Http(t.clone())),
+                None => {
+                    pending.push(format!("RouteConfiguration {name:?}"));
+                    return None;
+                }
+            },
+            Target::Inline(t) => (Protocol::Http1, TargetSpec::Http(t.clone())),
+        };
+        if let TargetSpec::Http(t) = &target {
+            for c in t
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| &vh.routes)
+                .flat_map(|r| &r.clusters)
+            {
+                if self.is_original_dst(&c.cluster) {
+                    p.add(format!(
+                        "route table {:?}: routing to ORIGINAL_DST cluster {:?} is not supported",
+                        t.name, c.cluster
+                    ));
+                }
+                self.referenced.insert(c.cluster.clone());
+            }
+            let mirrors = t
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| &vh.routes)
+                .flat_map(|r| &r.policy.mirrors);
+            for m in mirrors {
+                if self.is_original_dst(&m.cluster) {
+                    p.add(format!(
+                        "route table {:?}: mirroring to ORIGINAL_DST cluster {:?} is not supported",
+                        t.name, m.cluster
+                    ));
+                }
+                self.referenced.insert(m.cluster.clone());
+            }
+        }
+        Some((protocol, target))
     }
 
     fn inbound(
@@ -270,12 +319,13 @@ impl Build<'_> {
             let at = format!("port {port}");
             let (cluster, http) = match &target {
                 Target::Tcp(c) => (Some(c.clone()), false),
+                Target::TcpSplit(_) => (None, false),
                 Target::Inline(t) => (single_cluster(t), true),
                 Target::Rds(_) => (None, true),
             };
             let Some(cluster) = cluster else {
                 p.add(format!(
-                    "{at}: inbound HTTP must be one route \"/\" to one cluster, inline"
+                    "{at}: inbound must be a TCP proxy to one cluster, or HTTP with one route \"/\" to one cluster, inline"
                 ));
                 continue;
             };

@@ -680,3 +680,4 @@ fn hashing_clusters_priorities_and_request_limits_convert() {
         "{err}"
     );
 }
+mod l4;

@@ -296,3 +296,91 @@ fn duplicate_objects_are_reported_and_the_first_wins() {
     let entry = out.state.objects.values().next().unwrap();
     assert_eq!(entry.file, PathBuf::from("a.yaml"));
 }
+
+mod watching {
+    use std::collections::BTreeSet;
+    use std::ffi::OsString;
+
+    use notify::event::{AccessKind, AccessMode, CreateKind, Flag, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    use super::SE;
+    use crate::model::TrustDomain;
+    use crate::model::validate::Context;
+    use crate::sources::static_files::StaticSource;
+    use crate::sources::static_files::watch::{Change, change_of};
+
+    fn names(list: &[&str]) -> Change {
+        Change::Files(list.iter().map(OsString::from).collect::<BTreeSet<_>>())
+    }
+
+    #[test]
+    fn reading_files_and_temporary_files_ask_for_nothing() {
+        let read = Event::new(EventKind::Access(AccessKind::Close(AccessMode::Read)))
+            .add_path("/r/a.yaml".into());
+        assert_eq!(change_of(&Ok(read)), None);
+        let open = Event::new(EventKind::Access(AccessKind::Open(AccessMode::Any)))
+            .add_path("/r/a.yaml".into());
+        assert_eq!(change_of(&Ok(open)), None);
+        let temporary =
+            Event::new(EventKind::Create(CreateKind::File)).add_path("/r/.a.yaml.tmp".into());
+        assert_eq!(change_of(&Ok(temporary)), None);
+        let other = Event::new(EventKind::Create(CreateKind::File)).add_path("/r/notes.txt".into());
+        assert_eq!(change_of(&Ok(other)), None);
+    }
+
+    #[test]
+    fn a_rename_onto_a_registry_file_names_it_and_lost_events_ask_for_the_folder() {
+        let rename = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path("/r/.a.yaml.tmp".into())
+            .add_path("/r/a.yaml".into());
+        assert_eq!(change_of(&Ok(rename)), Some(names(&["a.yaml"])));
+        let overflow = Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert_eq!(change_of(&Ok(overflow)), Some(Change::Folder));
+        assert_eq!(
+            change_of(&Err(notify::Error::generic("queue overflow"))),
+            Some(Change::Folder)
+        );
+    }
+
+    #[test]
+    fn reload_files_reads_only_the_named_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, port: &str, ns: &str| {
+            let text = SE
+                .replace("PORT", port)
+                .replace("namespace: demo", &format!("namespace: {ns}"));
+            std::fs::write(dir.path().join(name), text).unwrap();
+        };
+        write("a.yaml", "5432", "demo");
+        write("b.yaml", "6000", "other");
+        let mut source = StaticSource::new(dir.path(), Context::default(), TrustDomain::default());
+        let first = source.reload().unwrap();
+        assert_eq!(first.snapshot.services().len(), 2);
+
+        // b changes on disk but only a is named: b is not read again.
+        write("a.yaml", "5433", "demo");
+        write("b.yaml", "6001", "other");
+        let names: BTreeSet<OsString> = [OsString::from("a.yaml")].into();
+        let view = source.reload_files(&names).unwrap();
+        let ports: Vec<u16> = view
+            .snapshot
+            .services()
+            .iter()
+            .flat_map(|s| s.ports.iter().map(|p| p.number.get()))
+            .collect();
+        assert_eq!(ports, [5433, 6000]);
+
+        // Named again without a change: nothing new.
+        assert!(source.reload_files(&names).is_none());
+
+        // A named file that is gone drops out with its objects.
+        std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+        let view = source.reload_files(&names).unwrap();
+        assert_eq!(view.snapshot.services().len(), 1);
+
+        // The whole folder catches up with b.
+        let view = source.reload_if_changed().unwrap().unwrap();
+        assert_eq!(view.snapshot.services()[0].ports[0].number.get(), 6001);
+    }
+}

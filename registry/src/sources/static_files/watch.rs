@@ -4,13 +4,14 @@
 //! folder is read again, and the new [`StaticView`] is published at once through a
 //! `tokio::sync::watch` channel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use super::error::{DocumentError, SourceError};
@@ -84,6 +85,8 @@ pub struct StaticSource {
     /// The last parse of each file, by path, with the text it was made from: a reload parses
     /// only files whose text changed.
     parsed: HashMap<PathBuf, (String, ParsedFile)>,
+    /// The registry files of the last load and what reading each gave.
+    files: BTreeMap<PathBuf, Result<String, String>>,
 }
 
 impl StaticSource {
@@ -95,6 +98,7 @@ impl StaticSource {
             state: State::default(),
             version: 0,
             parsed: HashMap::new(),
+            files: BTreeMap::new(),
         }
     }
 
@@ -105,31 +109,53 @@ impl StaticSource {
     /// Reads the folder and builds the next view. When the folder cannot be read, the state
     /// is left as it was and the error returned.
     pub fn reload(&mut self) -> Result<StaticView, SourceError> {
-        let files = read_dir(&self.dir)?;
-        Ok(self.load(&files))
+        let files = listing(read_dir(&self.dir)?);
+        Ok(self.load(files))
     }
 
     /// Like [`StaticSource::reload`], but `None` when no file was added, removed or changed
     /// since the last load (a watcher sees several events for one edit).
     pub fn reload_if_changed(&mut self) -> Result<Option<StaticView>, SourceError> {
-        let files = read_dir(&self.dir)?;
-        let unchanged = files.len() == self.parsed.len()
-            && files
-                .iter()
-                .all(|f| match (&f.text, self.parsed.get(&f.path)) {
-                    (Ok(text), Some((old, _))) => text == old,
-                    _ => false,
-                });
-        if unchanged && self.version > 0 {
+        let files = listing(read_dir(&self.dir)?);
+        if files == self.files && self.version > 0 {
             return Ok(None);
         }
-        Ok(Some(self.load(&files)))
+        Ok(Some(self.load(files)))
     }
 
-    fn load(&mut self, files: &[FileContents]) -> StaticView {
-        let mut parsed = HashMap::with_capacity(files.len());
+    /// Reads again only the files named (by name, in the folder): each is re-read, or drops
+    /// out when it is gone or is no registry file. `None` when none of them changed. The
+    /// watcher's path for ordinary edits: the other files are neither read nor parsed.
+    pub fn reload_files(&mut self, names: &BTreeSet<OsString>) -> Option<StaticView> {
+        let mut files = self.files.clone();
+        let mut changed = false;
+        for name in names {
+            let path = self.dir.join(name);
+            if is_registry_file(&path) && path.is_file() {
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                if files.get(&path) != Some(&text) {
+                    files.insert(path, text);
+                    changed = true;
+                }
+            } else {
+                changed |= files.remove(&path).is_some();
+            }
+        }
+        changed.then(|| self.load(files))
+    }
+
+    fn load(&mut self, files: BTreeMap<PathBuf, Result<String, String>>) -> StaticView {
+        let contents: Vec<FileContents> = files
+            .iter()
+            .map(|(path, text)| FileContents {
+                path: path.clone(),
+                text: text.clone(),
+            })
+            .collect();
+        self.files = files;
+        let mut parsed = HashMap::with_capacity(contents.len());
         let (ctx, previous) = (&self.ctx, &mut self.parsed);
-        let outcome = load_with(files, &self.state, |path, text| {
+        let outcome = load_with(&contents, &self.state, |path, text| {
             let result = match previous.remove(path) {
                 Some((old, result)) if old == text => result,
                 _ => parse_file(path, text, ctx),
@@ -191,8 +217,12 @@ impl StaticSource {
         std::thread::Builder::new()
             .name("registry-watch".to_owned())
             .spawn(move || {
-                while wait_for_change(&events) {
-                    match self.reload_if_changed() {
+                while let Some(change) = wait_for_change(&events) {
+                    let reloaded = match change {
+                        Change::Files(names) => Ok(self.reload_files(&names)),
+                        Change::Folder => self.reload_if_changed(),
+                    };
+                    match reloaded {
                         Ok(Some(view)) => {
                             tx.send_replace(view);
                         }
@@ -214,39 +244,81 @@ impl StaticSource {
     }
 }
 
-/// Does the event touch a registry file (including a rename onto one)? Editors' and
-/// Ansible's temporary files come and go without a reload. A watch error counts: the folder
-/// is read again to be sure.
-fn is_relevant(event: &notify::Result<notify::Event>) -> bool {
-    match event {
-        Ok(event) => event.paths.iter().any(|p| is_registry_file(p)),
-        Err(e) => {
-            tracing::warn!(error = %e, "watch error");
-            true
+/// The registry files of a folder listing, by path.
+fn listing(files: Vec<FileContents>) -> BTreeMap<PathBuf, Result<String, String>> {
+    files.into_iter().map(|f| (f.path, f.text)).collect()
+}
+
+/// What a burst of events asks to read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These registry files (by name) were created, written, renamed or removed.
+    Files(BTreeSet<OsString>),
+    /// The whole folder: the watch lost events or failed, or the folder itself changed.
+    Folder,
+}
+
+impl Change {
+    fn absorb(self, other: Change) -> Change {
+        match (self, other) {
+            (Change::Files(mut a), Change::Files(b)) => {
+                a.extend(b);
+                Change::Files(a)
+            }
+            _ => Change::Folder,
         }
     }
 }
 
-/// Blocks until a relevant event arrived and the folder has been quiet for [`QUIET`] (or
-/// [`MAX_DELAY`] has passed since that event). `false` when the watch has stopped.
-fn wait_for_change(events: &Receiver<notify::Result<notify::Event>>) -> bool {
-    loop {
-        match events.recv() {
-            Ok(event) if is_relevant(&event) => break,
-            Ok(_) => {}
-            Err(_) => return false,
+/// What one event asks for, if anything. Reading a file (ours included: a reload opens
+/// every file it reads) raises access events, which change nothing and must not cause
+/// another reload; nor do editors' and Ansible's temporary files.
+pub fn change_of(event: &notify::Result<notify::Event>) -> Option<Change> {
+    let event = match event {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error = %e, "watch error; reading the whole folder");
+            return Some(Change::Folder);
         }
+    };
+    if event.need_rescan() {
+        return Some(Change::Folder);
     }
+    if matches!(event.kind, EventKind::Access(_)) {
+        return None;
+    }
+    let names: BTreeSet<OsString> = event
+        .paths
+        .iter()
+        .filter(|p| is_registry_file(p))
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect();
+    (!names.is_empty()).then_some(Change::Files(names))
+}
+
+/// Blocks until an event asked for a change and the folder has been quiet for [`QUIET`]
+/// (or [`MAX_DELAY`] has passed since that event); returns everything asked meanwhile.
+/// `None` when the watch has stopped.
+fn wait_for_change(events: &Receiver<notify::Result<notify::Event>>) -> Option<Change> {
+    let mut change = loop {
+        if let Some(change) = change_of(&events.recv().ok()?) {
+            break change;
+        }
+    };
     let deadline = Instant::now() + MAX_DELAY;
     loop {
         let wait = QUIET.min(deadline.saturating_duration_since(Instant::now()));
         if wait.is_zero() {
-            return true;
+            return Some(change);
         }
         match events.recv_timeout(wait) {
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) => return true,
-            Err(RecvTimeoutError::Disconnected) => return false,
+            Ok(event) => {
+                if let Some(more) = change_of(&event) {
+                    change = change.absorb(more);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => return Some(change),
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
     }
 }

@@ -17,8 +17,8 @@
 //! whose `VirtualService`s match on `sourceLabels`/`sourceNamespace` ([`per_node`]; these are
 //! then left out of the shared set).
 //!
-//! Not translated yet (a later issue): `VirtualService` features listed in [`route`], `tls`
-//! and `tcp` routes; `DestinationRule` connection pools (but the connect timeout), outlier
+//! Not translated yet (a later issue): `VirtualService` features listed in [`route`] and
+//! [`l4_route`]; `DestinationRule` connection pools (but the connect timeout), outlier
 //! detection, consistent hashing, locality load balancing and `SIMPLE`/`MUTUAL` TLS
 //! origination; `exportTo` (everything is visible to every node); `AuthorizationPolicy`;
 //! `Gateway`s; `sidecar`-scoped visibility.
@@ -32,6 +32,7 @@ mod endpoint;
 mod fallback;
 mod filters;
 mod inbound;
+mod l4_route;
 mod load_balancing;
 mod name_table;
 mod names;

@@ -1,8 +1,9 @@
 //! The outbound listener `virtualOutbound` on `0.0.0.0:15001` (original destination
 //! restored): one filter chain per service port, matched on the destination port and the
 //! service's addresses (declared or allocated). HTTP-family ports go to the HTTP connection
-//! manager with RDS (route configuration named by the port number); the others to a TCP proxy
-//! to `outbound|PORT||HOST`. Everything else takes the default chain: `PassthroughCluster`
+//! manager with RDS (route configuration named by the port number); the others to TCP
+//! proxies: `outbound|PORT||HOST`, or the `VirtualService`'s `tls` and `tcp` routes
+//! ([`l4_route`]; with `tls` routes the listener gets the `tls_inspector`). Everything else takes the default chain: `PassthroughCluster`
 //! under `ALLOW_ANY`, `BlackHoleCluster` under `REGISTRY_ONLY`.
 //!
 //! Endpoint IPs are not in the chains of a service that has an address: the proxy matches a
@@ -19,12 +20,17 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::core::v3::{CidrRange, TrafficDirection};
-use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter, listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::util::pack_any;
 
 use super::OutboundPolicy;
 use super::filters::{http_rds, tcp_proxy};
+use super::l4_route;
 use super::names::{
-    self, BLACKHOLE_CLUSTER, OUTBOUND_LISTENER, OUTBOUND_PORT, PASSTHROUGH_CLUSTER,
+    self, BLACKHOLE_CLUSTER, OUTBOUND_LISTENER, OUTBOUND_PORT, PASSTHROUGH_CLUSTER, TLS_INSPECTOR,
 };
 use super::proto::{bool_value, cidr, socket_address, u32_value};
 use super::view::View;
@@ -60,12 +66,12 @@ pub fn listener(view: &View<'_>) -> Listener {
                 continue;
             }
             let cluster = names::outbound_cluster(port.number, None, host);
-            let filter = if port.protocol.is_http() {
-                let prefix = format!("outbound_0.0.0.0_{}", port.number);
-                http_rds(&prefix, &names::route_config(port.number))
-            } else {
-                tcp_proxy(&cluster, &cluster)
-            };
+            if !port.protocol.is_http() {
+                chains.extend(l4_route::chains(view, service, port, &ranges));
+                continue;
+            }
+            let prefix = format!("outbound_0.0.0.0_{}", port.number);
+            let filter = http_rds(&prefix, &names::route_config(port.number));
             chains.push(FilterChain {
                 filter_chain_match: Some(FilterChainMatch {
                     destination_port: u32_value(u32::from(port.number.get())),
@@ -82,8 +88,26 @@ pub fn listener(view: &View<'_>) -> Listener {
         OutboundPolicy::AllowAny => ("PassthroughFilterChain", PASSTHROUGH_CLUSTER),
         OutboundPolicy::RegistryOnly => ("BlackHoleFilterChain", BLACKHOLE_CLUSTER),
     };
+    // TLS routes match the ClientHello's server name, which the TLS inspector reads.
+    let sni = chains.iter().any(|c| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    });
+    let listener_filters = if sni {
+        vec![ListenerFilter {
+            name: TLS_INSPECTOR.to_owned(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                TlsInspector::default(),
+            ))),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
     Listener {
         name: OUTBOUND_LISTENER.to_owned(),
+        listener_filters,
         address: Some(socket_address("0.0.0.0", OUTBOUND_PORT)),
         filter_chains: chains,
         default_filter_chain: Some(FilterChain {

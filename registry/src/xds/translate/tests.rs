@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod assertions;
+mod l4;
 mod l7;
 mod load_balancing;
 

@@ -12,6 +12,7 @@ mod measure;
 mod mesh;
 mod procs;
 mod report;
+mod route_table;
 mod scenarios;
 mod topology;
 mod workloads;

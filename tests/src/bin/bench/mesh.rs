@@ -21,8 +21,9 @@ pub struct Mesh {
 
 /// The static registry: host B's service on every benchmark port, plus `extra_services`
 /// unrelated services so the proxies carry a larger route table (the 1,000-route
-/// row: run with `--extra-services 1000`).
-pub fn registry_yaml(extra_services: usize) -> String {
+/// row: run with `--extra-services 1000`), plus scenario 8's route-table hosts when
+/// `route_table`.
+pub fn registry_yaml(extra_services: usize, route_table: bool) -> String {
     let mut ports = String::new();
     for s in SERVICES {
         let _ = writeln!(
@@ -71,6 +72,9 @@ spec:
             i / 250,
             i % 250 + 1
         );
+    }
+    if route_table {
+        yaml.push_str(&crate::route_table::registry_yaml());
     }
     yaml
 }
@@ -123,8 +127,10 @@ impl Mesh {
         bins: &Binaries,
         hosts: [&Host; 2],
         extra_services: usize,
+        route_table: bool,
     ) -> hostmesh_lab::Result<Mesh> {
-        let control = Control::start(lab, bins, &registry_yaml(extra_services))?;
+        let yaml = registry_yaml(extra_services, route_table);
+        let control = Control::start(lab, bins, &yaml)?;
         let mut agent_a = Agent::start(
             lab,
             bins,

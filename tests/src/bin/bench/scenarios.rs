@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Scenarios to run (1–7, comma-separated); all by default.
+    /// Scenarios to run (1–8, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u8>,
     /// Shorter runs and fewer points (one rate, one connection count): a few minutes.
@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// (the 1,000-route row: `--extra-services 1000`).
     #[arg(long, default_value_t = 0)]
     pub extra_services: usize,
+    /// Open-loop rate of scenario 8 (the route table), requests per second.
+    #[arg(long, default_value_t = 1000)]
+    pub route_table_rate: u64,
     /// `hostmesh-control` binary (default: `$HOSTMESH_BIN_DIR`, beside this one, `PATH`).
     #[arg(long)]
     pub control_bin: Option<PathBuf>,
@@ -181,7 +184,8 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
             }
             Mode::Hostmesh => binaries(args).and_then(|bins| {
                 let hosts = [&setup.hosts[0], &setup.hosts[1]];
-                let mesh = Mesh::start(&setup.lab, &bins, hosts, args.extra_services)?;
+                let mesh =
+                    Mesh::start(&setup.lab, &bins, hosts, args.extra_services, args.wants(8))?;
                 setup.mesh = Some(mesh);
                 probe(&setup, Mode::Hostmesh, Duration::from_secs(30))
             }),
@@ -229,7 +233,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .insert("extra services".into(), args.extra_services.to_string());
     let mut setup = start(&args, &mut report)?;
     workloads::idle_at_start(&setup, &mut report);
-    for scenario in 1..=7 {
+    for scenario in 1..=8 {
         if args.wants(scenario) {
             eprintln!("bench: scenario {scenario}");
             workloads::run(scenario, &args, &setup, &mut report);

@@ -45,7 +45,8 @@ pub fn run(scenario: u8, args: &RunArgs, setup: &Setup, report: &mut Report) {
         5 => connections(args, setup, report),
         6 => idle(args, setup, report),
         7 => cpu(args, setup, report),
-        _ => report.error(format!("there is no scenario {scenario} (1–7)")),
+        8 => crate::route_table::run(args, setup, report),
+        _ => report.error(format!("there is no scenario {scenario} (1–8)")),
     }
 }
 
