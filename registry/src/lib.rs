@@ -8,6 +8,7 @@
 //! Must not depend on `hostmesh-proxy`: data flows registries → model → xDS → proxy, and the
 //! only contract with the data plane is Envoy's xDS API.
 
+pub mod drop_later;
 pub mod merge;
 pub mod model;
 pub mod sources;

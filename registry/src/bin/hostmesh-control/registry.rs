@@ -114,7 +114,7 @@ impl Merger {
                 "registry merged"
             );
             snapshot = Some(outcome.snapshot.clone());
-            self.last = Some(outcome);
+            hostmesh_registry::drop_later::drop_later(self.last.replace(outcome));
             self.merged = revisions;
         }
         sources.push(static_status(&views[0], &self.static_updated));

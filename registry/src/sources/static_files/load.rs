@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::error::DocumentError;
 use super::parse::parse_file;
@@ -14,8 +15,9 @@ use crate::model::validate::Context;
 #[derive(Debug, Clone)]
 pub struct FileContents {
     pub path: PathBuf,
-    /// The text, or why it could not be read.
-    pub text: Result<String, String>,
+    /// The text (shared: a reload keeps the texts of files it did not read again), or why
+    /// it could not be read.
+    pub text: Result<Arc<str>, String>,
 }
 
 /// An object in force and where it was read.
@@ -71,7 +73,7 @@ pub fn load_with(
     let mut keep_file_objects: BTreeSet<PathBuf> = BTreeSet::new();
     let mut failed_keys: Vec<(ObjectKey, PathBuf)> = Vec::new();
     for file in files {
-        let text = match &file.text {
+        let text: &str = match &file.text {
             Ok(t) => t,
             Err(reason) => {
                 out.errors.push(DocumentError {

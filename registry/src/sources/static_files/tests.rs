@@ -200,7 +200,7 @@ fn path_index_finds_lines_and_falls_back_to_ancestors() {
 fn file(name: &str, text: &str) -> FileContents {
     FileContents {
         path: PathBuf::from(name),
-        text: Ok(text.to_owned()),
+        text: Ok(text.into()),
     }
 }
 

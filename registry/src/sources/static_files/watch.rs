@@ -68,7 +68,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<FileContents>, SourceError> {
     Ok(paths
         .into_iter()
         .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            let text = read_text(&path);
             FileContents { path, text }
         })
         .collect())
@@ -82,11 +82,11 @@ pub struct StaticSource {
     trust_domain: TrustDomain,
     state: State,
     version: u64,
-    /// The last parse of each file, by path, with the text it was made from: a reload parses
+    /// The last parse of each file, by path (made from its text in `files`): a reload parses
     /// only files whose text changed.
-    parsed: HashMap<PathBuf, (String, ParsedFile)>,
+    parsed: HashMap<PathBuf, ParsedFile>,
     /// The registry files of the last load and what reading each gave.
-    files: BTreeMap<PathBuf, Result<String, String>>,
+    files: Files,
 }
 
 impl StaticSource {
@@ -132,7 +132,7 @@ impl StaticSource {
         for name in names {
             let path = self.dir.join(name);
             if is_registry_file(&path) && path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                let text = read_text(&path);
                 if files.get(&path) != Some(&text) {
                     files.insert(path, text);
                     changed = true;
@@ -144,7 +144,7 @@ impl StaticSource {
         changed.then(|| self.load(files))
     }
 
-    fn load(&mut self, files: BTreeMap<PathBuf, Result<String, String>>) -> StaticView {
+    fn load(&mut self, files: Files) -> StaticView {
         let contents: Vec<FileContents> = files
             .iter()
             .map(|(path, text)| FileContents {
@@ -152,19 +152,20 @@ impl StaticSource {
                 text: text.clone(),
             })
             .collect();
-        self.files = files;
+        let old_files = std::mem::replace(&mut self.files, files);
         let mut parsed = HashMap::with_capacity(contents.len());
         let (ctx, previous) = (&self.ctx, &mut self.parsed);
         let outcome = load_with(&contents, &self.state, |path, text| {
+            let unchanged = matches!(old_files.get(path), Some(Ok(old)) if **old == *text);
             let result = match previous.remove(path) {
-                Some((old, result)) if old == text => result,
+                Some(result) if unchanged => result,
                 _ => parse_file(path, text, ctx),
             };
-            parsed.insert(path.to_owned(), (text.to_owned(), result.clone()));
+            parsed.insert(path.to_owned(), result.clone());
             result
         });
-        self.parsed = parsed;
-        self.state = outcome.state;
+        crate::drop_later::drop_later((old_files, std::mem::replace(&mut self.parsed, parsed)));
+        crate::drop_later::drop_later(std::mem::replace(&mut self.state, outcome.state));
         self.version += 1;
         for e in &outcome.errors {
             tracing::warn!(
@@ -224,7 +225,7 @@ impl StaticSource {
                     };
                     match reloaded {
                         Ok(Some(view)) => {
-                            tx.send_replace(view);
+                            crate::drop_later::drop_later(tx.send_replace(view));
                         }
                         Ok(None) => tracing::debug!("registry folder event without a change"),
                         Err(e) => {
@@ -244,8 +245,18 @@ impl StaticSource {
     }
 }
 
+/// Registry files by path, with what reading each gave.
+type Files = BTreeMap<PathBuf, Result<Arc<str>, String>>;
+
+/// One file's text, or why it could not be read.
+fn read_text(path: &Path) -> Result<Arc<str>, String> {
+    std::fs::read_to_string(path)
+        .map(Arc::from)
+        .map_err(|e| e.to_string())
+}
+
 /// The registry files of a folder listing, by path.
-fn listing(files: Vec<FileContents>) -> BTreeMap<PathBuf, Result<String, String>> {
+fn listing(files: Vec<FileContents>) -> Files {
     files.into_iter().map(|f| (f.path, f.text)).collect()
 }
 

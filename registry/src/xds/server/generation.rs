@@ -167,7 +167,9 @@ impl NodeView {
             .collect();
         self.skipped = generation.number != self.generation.number + 1;
         self.own = own;
-        self.generation = generation;
+        // The last stream to move on would otherwise free the whole previous generation
+        // before sending its push.
+        crate::drop_later::drop_later(std::mem::replace(&mut self.generation, generation));
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<(&Name, &Resource)> {

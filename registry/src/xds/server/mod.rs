@@ -158,7 +158,9 @@ async fn follow(shared: Arc<Shared>, mut snapshots: watch::Receiver<Snapshot>) {
                     took = ?started.elapsed(),
                     "xDS generation ready"
                 );
-                shared.generations.send_replace(Arc::new(generation));
+                crate::drop_later::drop_later(
+                    shared.generations.send_replace(Arc::new(generation)),
+                );
             }
             Err(e) => {
                 error!(snapshot = version, error = %e, "translation failed; still serving the previous generation")
