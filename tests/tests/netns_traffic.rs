@@ -21,8 +21,9 @@ const FRONT_ID: &str = "spiffe://cluster.local/ns/demo/sa/front";
 const RESOLV_CONF: &str =
     "nameserver 10.77.0.254\nsearch demo.svc.cluster.local svc.cluster.local cluster.local\n";
 /// One service per scenario, all served by the two `shop` hosts.
-const SERVICES: [&str; 8] = [
-    "slow", "flaky", "breaker", "outlier", "canary", "faulty", "limited", "edits",
+const SERVICES: [&str; 11] = [
+    "slow", "flaky", "breaker", "outlier", "canary", "faulty", "limited", "edits", "cors",
+    "mirrored", "degraded",
 ];
 
 /// ServiceEntries for [`SERVICES`], the two hosts' WorkloadEntries, and each scenario's policy.
@@ -209,11 +210,12 @@ fn istio_traffic_policies_hold_between_namespace_hosts_with_real_agents() {
     let ready = started.elapsed();
     // Scenarios that mostly wait (a timeout, a delay) run beside the others; each one's
     // service, counters and response flags are its own.
-    let waiting: [Scenario; 2] = [
+    let waiting: [Scenario; 3] = [
         ("timeout", timeout_answers_504_before_the_slow_service),
         ("fault", fault_abort_and_delay),
+        ("mirror", mirror_is_fire_and_forget),
     ];
-    let rest: [Scenario; 7] = [
+    let rest: [Scenario; 9] = [
         ("by name over mTLS", by_name_over_mutual_tls),
         ("retries", three_retries_make_four_attempts),
         ("circuit breaker", circuit_breaker_sheds_a_burst),
@@ -224,6 +226,8 @@ fn istio_traffic_policies_hold_between_namespace_hosts_with_real_agents() {
             "redirect, rewrite, header edits",
             redirect_rewrite_and_header_edits,
         ),
+        ("CORS", cors_preflight_answered_by_the_proxy),
+        ("degradation", degraded_service_answers_with_its_fallback),
     ];
     let times = std::thread::scope(|s| {
         let beside = s.spawn(|| run(&mesh, &waiting));
@@ -456,5 +460,84 @@ fn redirect_rewrite_and_header_edits(mesh: &Mesh) {
         a.headers,
         ["/other", "edits:8080", "", "s", "k", "", "text/plain"],
         "the default route edits nothing"
+    );
+}
+
+fn cors_preflight_answered_by_the_proxy(mesh: &Mesh) {
+    let asked = [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-max-age",
+    ];
+    let preflight = |origin: &str, path: &str| {
+        let origin = format!("Origin: {origin}");
+        let extra = [
+            "-X",
+            "OPTIONS",
+            "-H",
+            origin.as_str(),
+            "-H",
+            "Access-Control-Request-Method: POST",
+        ];
+        mesh.get_with(&format!("http://cors:8080{path}"), &extra, &asked)
+    };
+    // An allowed origin: the proxy answers the preflight itself.
+    let a = preflight("https://shop.example", "/preflight");
+    assert_eq!((a.status, a.app.as_str()), (200, ""), "{a:?}");
+    assert_eq!(a.headers[0], "https://shop.example", "{a:?}");
+    assert!(a.headers[1].contains("POST"), "{a:?}");
+    assert_eq!(a.headers[2], "x-token", "{a:?}");
+    assert_eq!(a.headers[3], "600", "{a:?}");
+    assert_eq!(mesh.hits("/preflight"), (0, 0), "the app never sees it");
+    // Another origin: no CORS headers; the preflight goes on to the app.
+    let a = preflight("https://evil.example", "/other-origin");
+    assert!(a.headers.iter().all(String::is_empty), "{a:?}");
+    assert!(!a.app.is_empty(), "forwarded to an app: {a:?}");
+    // An actual request from the allowed origin gets the allow-origin header.
+    let a = mesh.get_with(
+        "http://cors:8080/items",
+        &["-H", "Origin: https://shop.example"],
+        &asked[..1],
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.headers, ["https://shop.example"], "{a:?}");
+    assert!(!a.app.is_empty(), "{a:?}");
+}
+
+fn mirror_is_fire_and_forget(mesh: &Mesh) {
+    // The mirror (v2) sleeps 3 s; the original (v1) answers at once and is not held up.
+    let answers = mesh.requests(
+        &["http://mirrored:8080/mirror?n=[1-5]&sleep_ms=3000&only=v2"],
+        &[],
+        &[],
+    );
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    for a in &answers {
+        assert_eq!((a.status, a.app.as_str()), (200, "v1"), "{a:?}");
+        assert!(a.took < Duration::from_millis(2000), "not held up: {a:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mesh.hits("/mirror") != (5, 5) {
+        assert!(
+            Instant::now() < deadline,
+            "every request mirrored to v2: {:?}",
+            mesh.hits("/mirror")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn degraded_service_answers_with_its_fallback(mesh: &Mesh) {
+    let uh_before = mesh.front_flags("UH");
+    let a = mesh.get_with("http://degraded:8080/items", &[], &["x-degraded"]);
+    assert_eq!((a.status, a.app.as_str()), (200, ""), "{a:?}");
+    assert_eq!(a.headers, ["true"], "{a:?}");
+    let body = mesh.curl(&["http://degraded:8080/items"]);
+    assert_eq!(body, r#"{"items":[]}"#);
+    assert_eq!(
+        mesh.front_flags("UH") - uh_before,
+        2,
+        "each fallback counted with UH"
     );
 }
