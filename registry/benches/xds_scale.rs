@@ -246,7 +246,7 @@ fn main() {
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
         println!();
         println!("xDS scale: {clients} delta clients, {services} services, {} endpoints, {rounds} one-endpoint changes", services * endpoints);
-        println!("(time from the registry file's rename to each client's ACK of the changed assignment; includes the file debounce: 15 ms quiet, at most 100 ms)");
+        println!("(time from the registry file's rename to each client's ACK of the changed assignment; includes the folder debounce: 15 ms quiet, at most 100 ms)");
         println!();
         println!("| round | p50 ms | p99 ms | max ms |");
         println!("|---|---|---|---|");

@@ -145,6 +145,7 @@ impl StaticSource {
     }
 
     fn load(&mut self, files: Files) -> StaticView {
+        let started = Instant::now();
         let contents: Vec<FileContents> = files
             .iter()
             .map(|(path, text)| FileContents {
@@ -188,6 +189,7 @@ impl StaticSource {
             objects = self.state.objects.len(),
             services = snapshot.services().len(),
             errors = outcome.errors.len(),
+            took = ?started.elapsed(),
             "static registry loaded"
         );
         StaticView {

@@ -120,31 +120,31 @@ impl MeshTranslator {
 impl Translator for MeshTranslator {
     fn shared(&self, snapshot: &Snapshot) -> ResourceSet {
         let view = View::new(snapshot, &self.config);
-        let mut set = ResourceSet::new();
-        for plan in cluster::plans(&view) {
-            set.insert(Resource::new(
-                plan.name.clone(),
-                pack_any(cluster::outbound(&view, &plan)),
-            ));
-            if cluster::uses_eds(&plan) && !per_node::assignment_is_per_node(&view, &plan) {
-                set.insert(Resource::new(
-                    plan.name.clone(),
-                    pack_any(endpoint::eds(&view, &plan)),
-                ));
+        let plans = cluster::plans(&view);
+        // The clusters and their assignments are most of the work and independent of each
+        // other: large meshes spread them over the cores, beside the mesh-wide resources.
+        let chunk = plans.len().div_ceil(workers(plans.len())).max(1);
+        let (clusters, mesh_wide) = std::thread::scope(|s| {
+            let mesh_wide = s.spawn(|| mesh_wide_resources(&view));
+            let others: Vec<_> = plans
+                .chunks(chunk)
+                .skip(1)
+                .map(|part| s.spawn(|| cluster_resources(&view, part)))
+                .collect();
+            let mut clusters = plans
+                .chunks(chunk)
+                .next()
+                .map(|part| cluster_resources(&view, part))
+                .unwrap_or_default();
+            for part in others {
+                clusters.extend(joined(part.join()));
             }
+            (clusters, joined(mesh_wide.join()))
+        });
+        let mut set = ResourceSet::new();
+        for r in clusters.into_iter().chain(mesh_wide) {
+            set.insert(r);
         }
-        for c in [cluster::passthrough(&view), cluster::blackhole(&view)] {
-            set.insert(Resource::new(c.name.clone(), pack_any(c)));
-        }
-        let listener = outbound::listener(&view);
-        set.insert(Resource::new(listener.name.clone(), pack_any(listener)));
-        for rc in route::route_configs(&view, None) {
-            set.insert(Resource::new(rc.name.clone(), pack_any(rc)));
-        }
-        set.insert(Resource::new(
-            NAME_TABLE_RESOURCE,
-            pack_any(name_table::build(&view)),
-        ));
         set
     }
 
@@ -158,6 +158,58 @@ impl Translator for MeshTranslator {
         set.extend(self.per_node.get(snapshot, &self.config, node));
         set
     }
+}
+
+/// Threads for the clusters of a mesh with `plans` clusters: one for small meshes, else as
+/// many as the machine has cores (at most 8).
+fn workers(plans: usize) -> usize {
+    if plans < 256 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
+/// A scoped thread's result; its panic goes on in the caller (a bug in the translation,
+/// reported as it would have been without the thread).
+fn joined<T>(result: std::thread::Result<T>) -> T {
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The clusters of `plans` and the assignments of those served over EDS to every node.
+fn cluster_resources(view: &View<'_>, plans: &[cluster::ClusterPlan<'_>]) -> Vec<Resource> {
+    let mut out = Vec::with_capacity(plans.len() * 2);
+    for plan in plans {
+        out.push(Resource::new(
+            plan.name.clone(),
+            pack_any(cluster::outbound(view, plan)),
+        ));
+        if cluster::uses_eds(plan) && !per_node::assignment_is_per_node(view, plan) {
+            out.push(Resource::new(
+                plan.name.clone(),
+                pack_any(endpoint::eds(view, plan)),
+            ));
+        }
+    }
+    out
+}
+
+/// The passthrough and black-hole clusters, the outbound listener, the route configurations
+/// and the name table.
+fn mesh_wide_resources(view: &View<'_>) -> Vec<Resource> {
+    let mut out = Vec::new();
+    for c in [cluster::passthrough(view), cluster::blackhole(view)] {
+        out.push(Resource::new(c.name.clone(), pack_any(c)));
+    }
+    let listener = outbound::listener(view);
+    out.push(Resource::new(listener.name.clone(), pack_any(listener)));
+    for rc in route::route_configs(view, None) {
+        out.push(Resource::new(rc.name.clone(), pack_any(rc)));
+    }
+    out.push(Resource::new(
+        NAME_TABLE_RESOURCE,
+        pack_any(name_table::build(view)),
+    ));
+    out
 }
 
 #[cfg(test)]
