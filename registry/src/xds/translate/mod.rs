@@ -23,6 +23,9 @@
 //! origination; `exportTo` (everything is visible to every node); `AuthorizationPolicy`;
 //! `Gateway`s; `sidecar`-scoped visibility.
 //!
+//! For large meshes (256 clusters or more) [`Translator::shared`] builds the clusters and
+//! their assignments on every core, beside the mesh-wide resources; the output is the same.
+//!
 //! Resource versions are hashes of the encoding ([`Resource::new`]), so the encoding must be
 //! deterministic: every protobuf map the builders fill holds at most one entry (prost encodes
 //! `HashMap`s in iteration order), and the name table uses a `BTreeMap`.
