@@ -34,7 +34,7 @@ use super::proto::{cidr, network_filter, u32_value};
 use super::view::View;
 use crate::model::config::{ServicePort, VirtualService};
 use crate::model::istio::networking::RouteDestination;
-use crate::model::{Hostname, PortNumber, Protocol, Service};
+use crate::model::{PortNumber, Protocol, Service};
 
 /// The chains of one service port; `own` are the service's addresses this port claimed.
 pub fn chains(
@@ -202,26 +202,7 @@ fn destination_cluster(
     d: &RouteDestination,
     port: PortNumber,
 ) -> Option<String> {
-    let dest = d.destination.as_ref()?;
-    let host = Hostname::new(dest.host.as_deref()?).ok()?;
-    let host = host.qualify(&vs.meta.namespace, &view.config.domain_suffix);
-    let dest_port = dest
-        .port
-        .as_ref()
-        .and_then(|p| p.number)
-        .and_then(|n| PortNumber::new(n).ok())
-        .or_else(
-            || match view.service(host.as_str()).map(|s| s.ports.as_slice()) {
-                Some([only]) => Some(only.number),
-                _ => None,
-            },
-        )
-        .unwrap_or(port);
-    Some(names::outbound_cluster(
-        dest_port,
-        dest.subset.as_deref(),
-        host.as_str(),
-    ))
+    super::route::destination_cluster(view, vs, d.destination.as_ref()?, port)
 }
 
 /// A TCP proxy to one cluster, or to several by weight.
