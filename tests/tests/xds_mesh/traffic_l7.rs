@@ -8,20 +8,6 @@ use std::time::{Duration, Instant};
 use crate::mesh::BOUND;
 use crate::traffic_world::*;
 
-const NO_WAIT: Duration = Duration::ZERO;
-
-fn vs(http: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop, namespace: demo}}
-spec:
-  hosts: [{SHOP}]
-  http:
-{http}"
-    )
-}
-
 fn subsets(annotations: &str, traffic_policy: &str, extra_subsets: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1

@@ -5,13 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use hostmesh_proxy::metrics::{Direction, Outcome};
 
 use crate::traffic_world::*;
-
-const NO_WAIT: Duration = Duration::ZERO;
 
 fn rule(traffic_policy: &str) -> String {
     format!(

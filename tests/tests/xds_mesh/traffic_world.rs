@@ -19,6 +19,22 @@ use crate::mesh::*;
 
 pub const SHOP: &str = "shop.demo.svc.cluster.local";
 
+/// An app delay of nothing.
+pub const NO_WAIT: Duration = Duration::ZERO;
+
+/// The `shop` VirtualService with these `http` routes (YAML, indented as list items).
+pub fn vs(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: demo}}
+spec:
+  hosts: [{SHOP}]
+  http:
+{http}"
+    )
+}
+
 /// What an app does with a request: the status to answer and how long to wait first.
 pub type Behaviour = Arc<dyn Fn(&Request<Incoming>) -> (u16, Duration) + Send + Sync>;
 
