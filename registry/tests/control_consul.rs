@@ -7,15 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
-};
+use common::{Control, Pki, addresses, front_agent, hostmesh, next_of, wait_clusters};
 use hostmesh_emulators::consul::{ConsulEmulator, Instance};
 use hostmesh_registry::xds::type_url;
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
 const WEB: &str = "outbound|8080||web.service.consul";
-const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
 
 const STATIC: &str = "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -69,15 +66,7 @@ async fn static_and_consul_services_reach_an_agent_with_provenance() {
     );
 
     // Clusters of both sources; Consul may answer after the first push.
-    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
-    let mut agent = DeltaClient::open(
-        channel,
-        node("10.0.0.9", "front-vm", "demo"),
-        type_url::CLUSTER,
-        &["*"],
-    )
-    .await
-    .unwrap();
+    let mut agent = front_agent(&control, &pki).await;
     wait_clusters(&mut agent, &[BILL, WEB], Duration::from_secs(10)).await;
     agent.subscribe(type_url::ENDPOINT, &[WEB, BILL]).await;
     let mut seen = std::collections::BTreeMap::new();

@@ -10,9 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{
-    Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node, wait_clusters,
-};
+use common::{Control, DeltaClient, Pki, addresses, front_agent, hostmesh, next_of, wait_clusters};
 use hostmesh_emulators::consul::{ConsulEmulator, Instance};
 use hostmesh_emulators::kube::{KubeEmulator, Res, service, slice};
 use hostmesh_registry::xds::type_url;
@@ -21,7 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
 const WEB: &str = "outbound|8080||web.service.consul";
 const SHOP: &str = "outbound|80||shop.retail.svc.cluster.local";
-const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
 
 const STATIC: &str = "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -148,15 +145,7 @@ async fn static_consul_and_kubernetes_services_reach_an_agent() {
     );
 
     // A cluster from each source.
-    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
-    let mut agent = DeltaClient::open(
-        channel,
-        node("10.0.0.9", "front-vm", "demo"),
-        type_url::CLUSTER,
-        &["*"],
-    )
-    .await
-    .unwrap();
+    let mut agent = front_agent(&control, &pki).await;
     wait_clusters(&mut agent, &[BILL, WEB, SHOP], Duration::from_secs(20)).await;
     agent
         .subscribe(type_url::ENDPOINT, &[WEB, BILL, SHOP])

@@ -7,11 +7,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Control, DeltaClient, Pki, addresses, connect, hostmesh, next_of, node};
+use common::{Control, DeltaClient, Pki, addresses, connect, front_agent, hostmesh, next_of, node};
 use hostmesh_registry::xds::type_url;
 
 const BILL: &str = "outbound|9999||bill-service.demo.svc.cluster.local";
-const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
 
 fn bill_yaml(v1_address: &str) -> String {
     format!(
@@ -70,15 +69,7 @@ async fn agents_follow_the_registry_folder() {
     let (registry, pki, control) = start_control(dir.path());
 
     // An agent-like client gets the clusters, then the endpoints it asks for.
-    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
-    let mut agent = DeltaClient::open(
-        channel,
-        node("10.0.0.9", "front-vm", "demo"),
-        type_url::CLUSTER,
-        &["*"],
-    )
-    .await
-    .unwrap();
+    let mut agent = front_agent(&control, &pki).await;
     let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(5)).await;
     let names: Vec<&str> = clusters.resources.iter().map(|r| r.name.as_str()).collect();
     assert!(names.contains(&BILL), "{names:?}");
@@ -180,15 +171,7 @@ async fn no_certificate_no_config() {
 async fn sigterm_stops_the_server_while_agents_are_connected() {
     let dir = tempfile::tempdir().unwrap();
     let (_registry, pki, mut control) = start_control(dir.path());
-    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
-    let mut agent = DeltaClient::open(
-        channel,
-        node("10.0.0.9", "front-vm", "demo"),
-        type_url::CLUSTER,
-        &["*"],
-    )
-    .await
-    .unwrap();
+    let mut agent = front_agent(&control, &pki).await;
     let clusters = next_of(&mut agent, type_url::CLUSTER, Duration::from_secs(5)).await;
     agent.ack(&clusters).await;
 

@@ -20,6 +20,7 @@ use hostmesh_ca::tls::{
     client_config,
 };
 use hostmesh_ca::{CaPaths, CertificateAuthority, SpiffeId};
+use hostmesh_registry::xds::type_url;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
@@ -177,6 +178,23 @@ pub fn node(ip: &str, name: &str, namespace: &str) -> Node {
         }),
         ..Node::default()
     }
+}
+
+/// The identity of the `front` workload the control tests connect as.
+pub const FRONT: &str = "spiffe://cluster.local/ns/demo/sa/front";
+
+/// A delta stream as the node `front-vm` (10.0.0.9, namespace `demo`) with front's
+/// certificate, subscribed to every cluster, as an agent opens it.
+pub async fn front_agent(control: &Control, pki: &Pki) -> DeltaClient {
+    let channel = connect(&control.address, pki.client(Some(FRONT))).await;
+    DeltaClient::open(
+        channel,
+        node("10.0.0.9", "front-vm", "demo"),
+        type_url::CLUSTER,
+        &["*"],
+    )
+    .await
+    .unwrap()
 }
 
 /// An agent-like delta ADS stream.
