@@ -6,6 +6,7 @@
 
 mod certificate;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -100,12 +101,29 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let (log, target) = hostmesh_agent::logging::init(&config.log_level);
     tracing::debug!(logs = target, "logging");
-    tokio::runtime::Builder::new_multi_thread()
+    let threads = config
+        .proxy_threads
+        .map_or_else(default_threads, NonZeroUsize::get);
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    tracing::debug!(threads, "runtime");
+    runtime
         .enable_all()
         .build()
         .context("starting the runtime")?
         .block_on(hostmesh_agent::app::run(config, log))
         .map_err(anyhow::Error::from)
+}
+
+/// Two threads, or one on a single-core machine: the agent shares its host with the
+/// workloads it serves.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
 }
 
 fn doctor(args: DoctorArgs) -> anyhow::Result<()> {

@@ -17,9 +17,21 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::{SpiffeId, TrustDomain};
 
-/// The crypto provider used everywhere in hostmesh.
+/// The crypto provider used everywhere in hostmesh: aws-lc-rs with its default suites, AES-128-GCM
+/// first (as Envoy's BoringSSL orders them). A handshake's key schedule then runs on SHA-256
+/// (with the CPU's SHA instructions where it has them) rather than SHA-384, and bulk data
+/// takes 10 AES rounds rather than 14; both are safe choices for mesh traffic.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
+    Arc::new(provider)
 }
 
 /// A TLS setup problem (bad PEM, a key that rustls cannot use).

@@ -316,9 +316,7 @@ where
             match tokio::try_join!(downstream, upstream) {
                 Ok((d, u)) => {
                     let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
-                    let copied =
-                        tokio::io::copy_bidirectional_with_sizes(&mut d, &mut u, 16384, 16384);
-                    if let Err(error) = copied.await {
+                    if let Err(error) = crate::copy::both_ways(&mut d, &mut u).await {
                         tracing::debug!(%addr, %error, "upgraded connection ended");
                     }
                 }

@@ -10,6 +10,7 @@
 //! Must not depend on `hostmesh-registry`: it knows the mesh only through xDS.
 
 pub mod config;
+mod copy;
 pub mod drain;
 mod http_proxy;
 pub mod inbound;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod outbound;
 mod outbound_l4;
 pub mod pool;
+pub mod read_ahead;
 mod route_exec;
 mod route_l7;
 pub mod sni;
@@ -35,9 +37,6 @@ pub use http_proxy::HttpSettings;
 pub use inbound::Inbound;
 pub use outbound::Outbound;
 pub use pool::PoolSettings;
-
-/// Buffer per direction of a proxied TCP stream.
-const TCP_BUFFER: usize = 16 * 1024;
 
 /// Settings fixed for the life of the process (not pushed by the control plane).
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::Proxy;
 use crate::config::{
     Cluster, ProxyConfig, RequestInfo, ServiceTarget, UnknownDestination, UpstreamTls,
 };
@@ -21,7 +22,6 @@ use crate::listener::{accept_loop, original_dst};
 use crate::metrics::{Direction, Outcome};
 use crate::pool::{Body, UpstreamError, connect_tcp};
 use crate::tls::Codec;
-use crate::{Proxy, TCP_BUFFER};
 
 /// A bound outbound listener.
 #[derive(Debug)]
@@ -180,7 +180,7 @@ pub(crate) async fn tcp_to_cluster(
     Ok(())
 }
 
-/// Copies both ways with bounded buffers until both sides are done.
+/// Copies both ways until both sides are done ([`crate::copy`]).
 pub(crate) async fn copy<A, B>(
     mut a: A,
     mut b: B,
@@ -190,8 +190,10 @@ pub(crate) async fn copy<A, B>(
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TCP_BUFFER, TCP_BUFFER).await {
-        Ok((sent, received)) => tracing::debug!(?from, %to, sent, received, "TCP stream done"),
+    match crate::copy::both_ways(&mut a, &mut b).await {
+        Ok(c) => {
+            tracing::debug!(?from, %to, sent = c.a_to_b, received = c.b_to_a, "TCP stream done")
+        }
         Err(error) => tracing::debug!(?from, %to, %error, "TCP stream ended with an error"),
     }
 }

@@ -18,6 +18,8 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
+use crate::read_ahead::ReadAhead;
+
 /// ALPN values, as Istio uses them.
 pub mod alpn {
     /// Offered by a client speaking HTTP/1.1.
@@ -106,7 +108,10 @@ impl MeshTls {
         handshake_timeout: Duration,
     ) -> Result<Self, TlsError> {
         let verifier = SpiffeClientVerifier::new(bundle.clone(), true);
-        let server = server_config(slot.clone(), verifier, alpn::SERVER)?;
+        let mut server = server_config(slot.clone(), verifier, alpn::SERVER)?;
+        // One resumption ticket per connection (rustls sends two): a peer that resumes spends
+        // the one it holds and gets the next with the new connection.
+        server.send_tls13_tickets = 1;
         Ok(Self {
             slot,
             bundle,
@@ -133,16 +138,18 @@ impl MeshTls {
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
-    ) -> Result<(server::TlsStream<TcpStream>, Peer), HandshakeError> {
+    ) -> Result<(server::TlsStream<ReadAhead<TcpStream>>, Peer), HandshakeError> {
         let timeout = self.handshake_timeout;
-        let tls =
-            match tokio::time::timeout(timeout, TlsAcceptor::from(self.server.clone()).accept(tcp))
-                .await
-            {
-                Err(_) => return Err(HandshakeError::Timeout { peer, timeout }),
-                Ok(Err(source)) => return Err(HandshakeError::Failed { peer, source }),
-                Ok(Ok(tls)) => tls,
-            };
+        let tls = match tokio::time::timeout(
+            timeout,
+            TlsAcceptor::from(self.server.clone()).accept(ReadAhead::new(tcp)),
+        )
+        .await
+        {
+            Err(_) => return Err(HandshakeError::Timeout { peer, timeout }),
+            Ok(Err(source)) => return Err(HandshakeError::Failed { peer, source }),
+            Ok(Ok(tls)) => tls,
+        };
         let conn = tls.get_ref().1;
         let leaf = conn
             .peer_certificates()
@@ -165,7 +172,7 @@ impl MeshTls {
         peer: SocketAddr,
         expected: &Arc<[SpiffeId]>,
         codec: Codec,
-    ) -> Result<(client::TlsStream<TcpStream>, Codec), HandshakeError> {
+    ) -> Result<(client::TlsStream<ReadAhead<TcpStream>>, Codec), HandshakeError> {
         if self.slot.current().is_none() {
             return Err(HandshakeError::NoCertificate);
         }
@@ -173,7 +180,9 @@ impl MeshTls {
         // An IP server name: rustls sends no SNI, which Istio never requires.
         let name = ServerName::IpAddress(peer.ip().into());
         let timeout = self.handshake_timeout;
-        let tls = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        let tls = match tokio::time::timeout(timeout, connector.connect(name, ReadAhead::new(tcp)))
+            .await
+        {
             Err(_) => return Err(HandshakeError::Timeout { peer, timeout }),
             Ok(Err(source)) => return Err(HandshakeError::Failed { peer, source }),
             Ok(Ok(tls)) => tls,

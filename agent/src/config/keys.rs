@@ -41,6 +41,7 @@ pub(super) const KEYS: &[(&str, Kind)] = &[
     ("adminPort", Kind::Scalar),
     ("healthPort", Kind::Scalar),
     ("logLevel", Kind::Scalar),
+    ("proxyThreads", Kind::Scalar),
     ("listeners.outbound", Kind::Scalar),
     ("listeners.inbound", Kind::Scalar),
     ("interception.enabled", Kind::Scalar),

@@ -14,6 +14,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ pub struct AgentConfig {
     pub health_port: u16,
     /// The initial log filter (`info`, `hostmesh_proxy=debug,info`, …).
     pub log_level: String,
+    /// Threads that run the proxy and everything else the agent does: one runs them all on
+    /// the main thread (no work stealing, the least CPU and memory per request); `None` is
+    /// two, or one on a single-core machine.
+    pub proxy_threads: Option<NonZeroUsize>,
     pub listeners: Listeners,
     pub interception: Interception,
     pub dns: Dns,

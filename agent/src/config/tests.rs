@@ -40,6 +40,7 @@ fn an_empty_file_gives_every_default() {
     assert_eq!(c.interception.fail_mode, FailMode::Open);
     assert_eq!(c.interception.mark, Some(0x539));
     assert_eq!(c.first_config_timeout, Duration::from_millis(500));
+    assert_eq!(c.proxy_threads, None, "the runtime's default: two threads");
 }
 
 #[test]
@@ -179,4 +180,22 @@ locality: eu/a/b
     )
     .unwrap();
     assert_eq!(c.locality.as_deref(), Some("eu/a/b"));
+}
+
+#[test]
+fn proxy_threads_is_a_small_positive_number() {
+    let c = load_text("proxyThreads: 1\n", &[]).unwrap();
+    assert_eq!(c.proxy_threads.map(NonZeroUsize::get), Some(1));
+    let c = load_text("", &[("HOSTMESH_PROXY_THREADS", "4")]).unwrap();
+    assert_eq!(c.proxy_threads.map(NonZeroUsize::get), Some(4));
+    for bad in ["0", "257", "many"] {
+        let errors = load_text(&format!("proxyThreads: {bad}\n"), &[]).unwrap_err();
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|e| e.contains("(proxyThreads)") && e.contains("from 1 to 256")),
+            "{errors:?}"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -196,6 +197,10 @@ pub(super) fn validate(
         c.errors
             .push(format!("logLevel: {log_level:?} is not a log filter: {e}"));
     }
+    let proxy_threads = c.scalar("proxyThreads", None, |s| match s.parse::<usize>() {
+        Ok(n @ 1..=256) => Ok(NonZeroUsize::new(n)),
+        _ => Err("is not a number of threads from 1 to 256".to_owned()),
+    });
     let listeners = Listeners {
         outbound: c.scalar("listeners.outbound", ([0, 0, 0, 0], 15001).into(), socket),
         inbound: c.scalar("listeners.inbound", ([0, 0, 0, 0], 15006).into(), socket),
@@ -247,6 +252,7 @@ pub(super) fn validate(
         admin_port,
         health_port,
         log_level,
+        proxy_threads,
         listeners,
         interception,
         dns,

@@ -71,6 +71,11 @@ async fn istio_alpn_lists_each_negotiate_and_carry_traffic() {
     .await
     .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Both sides order AES-128-GCM first (SHA-256 key schedule, 10 AES rounds).
+    assert_eq!(
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
     let answer = http1_over(tls).await;
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert!(

@@ -11,13 +11,15 @@ use hostmesh_tests::bench::job::Job;
 
 use hostmesh_lab::Host;
 
-use crate::procs::{cpu_seconds, rss_mib};
+use crate::procs::{cpu_seconds, private_mib, rss_mib};
 
 /// What one proxy used during a job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
     pub cpu_s: f64,
     pub rss_max_mib: f64,
+    /// The largest private (anonymous) part of the RSS seen.
+    pub private_max_mib: f64,
 }
 
 /// The client host and this binary, which the client runs.
@@ -34,7 +36,7 @@ impl Client<'_> {
             .iter()
             .map(|p| cpu_seconds(*p).unwrap_or(0.0))
             .collect();
-        let mut rss = vec![0.0f64; watch.len()];
+        let mut rss = vec![(0.0f64, 0.0f64); watch.len()];
         let child = self
             .host
             .netns()
@@ -51,9 +53,10 @@ impl Client<'_> {
             .iter()
             .zip(before)
             .zip(rss)
-            .map(|((pid, before), rss_max_mib)| Usage {
+            .map(|((pid, before), (rss_max_mib, private_max_mib))| Usage {
                 cpu_s: cpu_seconds(*pid).unwrap_or(before) - before,
                 rss_max_mib,
+                private_max_mib,
             })
             .collect();
         if !output.status.success() {
@@ -105,7 +108,7 @@ impl Client<'_> {
 fn watch_until_exit(
     mut child: Child,
     watch: &[u32],
-    rss: &mut [f64],
+    rss: &mut [(f64, f64)],
 ) -> anyhow::Result<std::process::Output> {
     // Read the pipes on threads so a large output never blocks the client.
     let stdout = child.stdout.take().context("client stdout")?;
@@ -113,8 +116,9 @@ fn watch_until_exit(
     let out_reader = std::thread::spawn(move || read_all(stdout));
     let err_reader = std::thread::spawn(move || read_all(stderr));
     let status = loop {
-        for (pid, max) in watch.iter().zip(rss.iter_mut()) {
+        for (pid, (max, private)) in watch.iter().zip(rss.iter_mut()) {
             *max = max.max(rss_mib(*pid).unwrap_or(0.0));
+            *private = private.max(private_mib(*pid).unwrap_or(0.0));
         }
         if let Some(status) = child.try_wait()? {
             break status;

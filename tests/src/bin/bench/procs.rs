@@ -17,8 +17,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident set size in MiB (`VmRSS`).
 pub fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The private part of the resident set in MiB (`RssAnon`: heap, stacks; not the pages of
+/// the executable and libraries, which the page cache holds once for every process that
+/// maps them).
+pub fn private_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "RssAnon:")
+}
+
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

@@ -124,6 +124,23 @@ fn raise_file_limit() -> anyhow::Result<u64> {
     Ok(hard)
 }
 
+/// Sets a host up as a machine that opens thousands of connections a second to one peer
+/// would be (the same for every path): a new outgoing connection may take the port of one in
+/// TIME_WAIT (`tcp_tw_reuse = 1`), from a wide ephemeral range. Without this, scenario 5 soon
+/// measures the kernel's search for a free port rather than the proxies.
+fn tune(host: &Host) -> anyhow::Result<()> {
+    let settings = [
+        ("/proc/sys/net/ipv4/tcp_tw_reuse", "1"),
+        ("/proc/sys/net/ipv4/ip_local_port_range", "10000 65000"),
+    ];
+    for (path, value) in settings {
+        host.netns()
+            .run(|| std::fs::write(path, value))?
+            .with_context(|| format!("setting {path} to {value} on host {}", host.name()))?;
+    }
+    Ok(())
+}
+
 /// One request through `mode` until it answers (the path is up).
 fn probe(setup: &Setup, mode: Mode, timeout: Duration) -> anyhow::Result<()> {
     let job = Job::Probe {
@@ -158,6 +175,9 @@ fn start(args: &RunArgs, report: &mut Report) -> anyhow::Result<Setup> {
             hosts[0].ip(),
             hosts[1].ip()
         );
+    }
+    for host in &hosts {
+        tune(host)?;
     }
     let exe = std::env::current_exe()?;
     let server = lab.spawn(hosts[1].netns(), "servers", &exe, &["serve"])?;

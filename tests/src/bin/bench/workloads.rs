@@ -9,7 +9,7 @@ use hostmesh_tests::bench::openloop::{LoadReport, LoadSpec};
 use hostmesh_tests::bench::tcp::{BulkReport, ConnectReport};
 
 use crate::measure::Usage;
-use crate::procs::rss_mib;
+use crate::procs::{private_mib, rss_mib};
 use crate::report::{Metric, Report};
 use crate::scenarios::{RunArgs, Setup, load_errors, load_rows, target};
 use crate::topology::{ECHO, GRPC, HTTP1, HTTP2, Mode, SINK, Service};
@@ -56,6 +56,18 @@ fn each_mode<T: serde::de::DeserializeOwned>(
     report: &mut Report,
     what: &str,
     job_for: impl Fn(Mode) -> Job,
+    record: impl FnMut(&mut Report, Mode, T, &[Usage]),
+) {
+    each_mode_watching(setup, report, what, job_for, |m| setup.proxies(m), record);
+}
+
+/// [`each_mode`], watching the processes `watch` names for each path.
+fn each_mode_watching<T: serde::de::DeserializeOwned>(
+    setup: &Setup,
+    report: &mut Report,
+    what: &str,
+    job_for: impl Fn(Mode) -> Job,
+    watch: impl Fn(Mode) -> Vec<u32>,
     mut record: impl FnMut(&mut Report, Mode, T, &[Usage]),
 ) {
     let client = match setup.client() {
@@ -65,7 +77,7 @@ fn each_mode<T: serde::de::DeserializeOwned>(
     for mode in setup.modes.clone() {
         eprintln!("bench:   {what} via {}", mode.name());
         let outcome = client
-            .run(&job_for(mode), &setup.proxies(mode))
+            .run(&job_for(mode), &watch(mode))
             .and_then(|(value, usage)| Ok((serde_json::from_value::<T>(value)?, usage)));
         match outcome {
             Ok((result, usage)) => record(report, mode, result, &usage),
@@ -121,7 +133,7 @@ fn saturation(args: &RunArgs, setup: &Setup, report: &mut Report) {
             target: target(mode, HTTP1, Protocol::Http1),
             spec,
         },
-        |report, mode, load: LoadReport, _| {
+        |report, mode, load: LoadReport, usage| {
             report.set(
                 S2,
                 &case,
@@ -129,6 +141,14 @@ fn saturation(args: &RunArgs, setup: &Setup, report: &mut Report) {
                 mode,
                 load.achieved_rps,
             );
+            // At saturation a wake-up serves many requests: this is the proxy's own work.
+            let thousands = load.completed as f64 / 1000.0;
+            for (side, u) in SIDES.iter().zip(usage) {
+                if thousands > 0.0 {
+                    let metric = Metric::lower(cpu_per_thousand(side), "s");
+                    report.set(S2, &case, metric, mode, u.cpu_s / thousands);
+                }
+            }
             report.set(
                 S2,
                 &case,
@@ -199,6 +219,18 @@ fn tcp(args: &RunArgs, setup: &Setup, report: &mut Report) {
     );
 }
 
+/// The bench server's CPU per 1,000 requests it answers: one wake-up per request, nothing
+/// proxied; a floor for what a proxy (two wake-ups per request) can cost on the machine.
+pub const SERVER_CPU: &str = "CPU s per 1,000 requests, the server (floor)";
+
+fn cpu_per_thousand(side: &str) -> &'static str {
+    if side == SIDES[0] {
+        "CPU s per 1,000 requests, host A's proxy"
+    } else {
+        "CPU s per 1,000 requests, host B's proxy"
+    }
+}
+
 fn cpu_metric(side: &str) -> &'static str {
     if side == SIDES[0] {
         "CPU of host A's proxy"
@@ -258,9 +290,13 @@ fn connections(args: &RunArgs, setup: &Setup, report: &mut Report) {
 pub fn idle_at_start(setup: &Setup, report: &mut Report) {
     for mode in setup.modes.clone() {
         for (side, pid) in SIDES.iter().zip(setup.proxies(mode)) {
+            let case = "at start (after one request)";
             if let Some(rss) = rss_mib(pid) {
-                let metric = Metric::lower(rss_metric(side), "MiB");
-                report.set(S6, "at start (after one request)", metric, mode, rss);
+                report.set(S6, case, Metric::lower(rss_metric(side), "MiB"), mode, rss);
+            }
+            if let Some(private) = private_mib(pid) {
+                let metric = Metric::lower(private_metric(side), "MiB");
+                report.set(S6, case, metric, mode, private);
             }
         }
     }
@@ -271,6 +307,14 @@ fn rss_metric(side: &str) -> &'static str {
         "RSS of host A's proxy"
     } else {
         "RSS of host B's proxy"
+    }
+}
+
+fn private_metric(side: &str) -> &'static str {
+    if side == SIDES[0] {
+        "private RSS of host A's proxy"
+    } else {
+        "private RSS of host B's proxy"
     }
 }
 
@@ -308,27 +352,25 @@ fn idle(args: &RunArgs, setup: &Setup, report: &mut Report) {
             let sample = || {
                 // Let the proxies settle (handshakes done, buffers released) before reading.
                 std::thread::sleep(Duration::from_secs(1));
-                proxies
-                    .iter()
-                    .map(|p| rss_mib(*p).unwrap_or(0.0))
-                    .collect::<Vec<f64>>()
+                let of = |read: fn(u32) -> Option<f64>| {
+                    proxies.iter().map(|p| read(*p).unwrap_or(0.0)).collect()
+                };
+                (of(rss_mib), of(private_mib))
             };
-            let rss = match client.hold(mode.address(ECHO), n, sample) {
-                Ok(rss) => rss,
-                Err(e) => {
-                    report.error(format!("{n} idle connections via {}: {e:#}", mode.name()));
-                    continue;
-                }
-            };
+            let (rss, private): (Vec<f64>, Vec<f64>) =
+                match client.hold(mode.address(ECHO), n, sample) {
+                    Ok(sampled) => sampled,
+                    Err(e) => {
+                        report.error(format!("{n} idle connections via {}: {e:#}", mode.name()));
+                        continue;
+                    }
+                };
             let case = format!("{n} idle connections");
-            for (side, value) in SIDES.iter().zip(&rss) {
-                report.set(
-                    S6,
-                    &case,
-                    Metric::lower(rss_metric(side), "MiB"),
-                    mode,
-                    *value,
-                );
+            for ((side, value), private) in SIDES.iter().zip(&rss).zip(&private) {
+                let metric = Metric::lower(rss_metric(side), "MiB");
+                report.set(S6, &case, metric, mode, *value);
+                let metric = Metric::lower(private_metric(side), "MiB");
+                report.set(S6, &case, metric, mode, *private);
             }
             if n == 0 {
                 baseline = rss;
@@ -354,7 +396,14 @@ fn cpu(args: &RunArgs, setup: &Setup, report: &mut Report) {
         connections: 16,
         duration: args.duration(),
     };
-    each_mode(
+    let server = setup.server.pid();
+    // The proxies, then the server: what one wake-up per request costs on this machine.
+    let watch = |mode| {
+        let mut pids = setup.proxies(mode);
+        pids.push(server);
+        pids
+    };
+    each_mode_watching(
         setup,
         report,
         case,
@@ -362,6 +411,7 @@ fn cpu(args: &RunArgs, setup: &Setup, report: &mut Report) {
             target: target(mode, HTTP1, Protocol::Http1),
             spec,
         },
+        watch,
         |report, mode, load: LoadReport, usage| {
             report.set(
                 S7,
@@ -371,28 +421,22 @@ fn cpu(args: &RunArgs, setup: &Setup, report: &mut Report) {
                 load.achieved_rps,
             );
             let thousands = load.completed as f64 / 1000.0;
-            for (side, u) in SIDES.iter().zip(usage) {
-                let name: &'static str = if *side == SIDES[0] {
-                    "CPU s per 1,000 requests, host A's proxy"
-                } else {
-                    "CPU s per 1,000 requests, host B's proxy"
-                };
+            let Some((server, proxies)) = usage.split_last() else {
+                return;
+            };
+            if thousands > 0.0 {
+                let metric = Metric::lower(SERVER_CPU, "s");
+                report.set(S7, case, metric, mode, server.cpu_s / thousands);
+            }
+            for (side, u) in SIDES.iter().zip(proxies) {
                 if thousands > 0.0 {
-                    report.set(
-                        S7,
-                        case,
-                        Metric::lower(name, "s"),
-                        mode,
-                        u.cpu_s / thousands,
-                    );
+                    let metric = Metric::lower(cpu_per_thousand(side), "s");
+                    report.set(S7, case, metric, mode, u.cpu_s / thousands);
                 }
-                report.set(
-                    S7,
-                    case,
-                    Metric::lower(rss_metric(side), "MiB"),
-                    mode,
-                    u.rss_max_mib,
-                );
+                let metric = Metric::lower(rss_metric(side), "MiB");
+                report.set(S7, case, metric, mode, u.rss_max_mib);
+                let metric = Metric::lower(private_metric(side), "MiB");
+                report.set(S7, case, metric, mode, u.private_max_mib);
             }
         },
     );
