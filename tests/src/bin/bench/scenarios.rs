@@ -253,7 +253,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .insert("extra services".into(), args.extra_services.to_string());
     let mut setup = start(&args, &mut report)?;
     workloads::idle_at_start(&setup, &mut report);
-    for scenario in 1..=8 {
+    // 7 first: its RSS is then the proxies' at a steady 1,000 rps, not what the bursts of the
+    // other scenarios (thousands of connections) left allocated.
+    for scenario in [7, 1, 2, 3, 4, 5, 6, 8] {
         if args.wants(scenario) {
             eprintln!("bench: scenario {scenario}");
             workloads::run(scenario, &args, &setup, &mut report);
