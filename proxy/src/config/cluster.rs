@@ -386,27 +386,27 @@ mod tests {
     use super::*;
     use crate::config::resilience::OutlierSettings;
 
-    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
-        let eps = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                Endpoint::new(
-                    format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                    *w,
-                    BTreeMap::new(),
-                    UpstreamTls::Plaintext,
-                )
-            })
-            .collect();
+    /// Plaintext endpoint `10.0.0.<i + 1>:80`.
+    fn endpoint(i: usize, weight: u32) -> Endpoint {
+        let addr = format!("10.0.0.{}:80", i + 1).parse().unwrap();
+        Endpoint::new(addr, weight, BTreeMap::new(), UpstreamTls::Plaintext)
+    }
+
+    fn plaintext_cluster(lb: LbPolicy, endpoints: Vec<Endpoint>) -> Cluster {
+        let timeout = Duration::from_secs(1);
         Cluster::new(
             "c".into(),
-            eps,
+            endpoints,
             lb,
             UpstreamTls::Plaintext,
-            Duration::from_secs(1),
+            timeout,
             false,
         )
+    }
+
+    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
+        let eps = weights.iter().enumerate().map(|(i, w)| endpoint(i, *w));
+        plaintext_cluster(lb, eps.collect())
     }
 
     fn counts(c: &Cluster, n: usize) -> Vec<usize> {
@@ -458,16 +458,7 @@ mod tests {
         let eps = priorities
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                Endpoint::new(
-                    format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                    1,
-                    BTreeMap::new(),
-                    UpstreamTls::Plaintext,
-                )
-                .with_priority(*p)
-            })
-            .collect();
+            .map(|(i, p)| endpoint(i, 1).with_priority(*p));
         let outlier = OutlierSettings {
             consecutive_5xx: Some(1),
             consecutive_gateway: None,
@@ -475,15 +466,7 @@ mod tests {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 100,
         };
-        Cluster::new(
-            "c".into(),
-            eps,
-            lb,
-            UpstreamTls::Plaintext,
-            Duration::from_secs(1),
-            false,
-        )
-        .with_resilience(Thresholds::default(), Some(outlier))
+        plaintext_cluster(lb, eps.collect()).with_resilience(Thresholds::default(), Some(outlier))
     }
 
     fn eject(c: &Cluster, index: usize) {

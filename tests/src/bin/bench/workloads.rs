@@ -246,10 +246,13 @@ fn connections(args: &RunArgs, setup: &Setup, report: &mut Report) {
         setup,
         report,
         &case,
-        |mode| Job::ConnectRate {
-            addr: mode.address(ECHO),
-            workers,
-            duration: args.duration(),
+        |mode| {
+            settle_time_wait(&setup.hosts);
+            Job::ConnectRate {
+                addr: mode.address(ECHO),
+                workers,
+                duration: args.duration(),
+            }
         },
         |report, mode, c: ConnectReport, _| {
             report.set(
@@ -284,6 +287,36 @@ fn connections(args: &RunArgs, setup: &Setup, report: &mut Report) {
             report.call_errors((S5, &case, mode), "connection", c.errors, first);
         },
     );
+}
+
+/// Connections in TIME_WAIT a host may hold when a path's connection rate is measured.
+const TIME_WAIT_SETTLED: u64 = 1000;
+/// The longest wait for them (the kernel keeps a connection in TIME_WAIT for 60 s).
+const TIME_WAIT_PATIENCE: Duration = Duration::from_secs(65);
+
+/// Waits until neither host holds more than [`TIME_WAIT_SETTLED`] connections in TIME_WAIT,
+/// so every path's connection rate starts from the same kernel state: a path measured right
+/// after another would otherwise pay for the ports the other left in TIME_WAIT (the direct
+/// path leaves 100,000 or more).
+fn settle_time_wait(hosts: &[hostmesh_lab::Host]) {
+    let start = std::time::Instant::now();
+    loop {
+        let held: u64 = hosts.iter().filter_map(time_wait).sum();
+        if held <= TIME_WAIT_SETTLED || start.elapsed() > TIME_WAIT_PATIENCE {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Connections in TIME_WAIT in the host's namespace (`tw` of `/proc/net/sockstat`).
+fn time_wait(host: &hostmesh_lab::Host) -> Option<u64> {
+    let read = || std::fs::read_to_string("/proc/thread-self/net/sockstat");
+    let text = host.netns().run(read).ok()?.ok()?;
+    let tcp = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    words.find(|w| *w == "tw")?;
+    words.next()?.parse().ok()
 }
 
 /// The proxies' RSS right after the path came up (one probe request through it).
