@@ -15,8 +15,9 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::stream_buf::StreamBuf;
 
 /// A direction's first buffer: one read of a request or an answer of a few KiB.
 pub(crate) const FIRST: usize = 4 * 1024;
@@ -52,16 +53,26 @@ where
 }
 
 /// One direction: bytes read and not yet written sit in `buf`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OneWay {
-    buf: BytesMut,
-    /// The size the next buffer is allocated with (0: not yet allocated, [`FIRST`]).
-    size: usize,
+    buf: StreamBuf,
     read_done: bool,
     done: bool,
     /// Something was written since the last flush.
     need_flush: bool,
     copied: u64,
+}
+
+impl Default for OneWay {
+    fn default() -> Self {
+        Self {
+            buf: StreamBuf::new(FIRST, MOST),
+            read_done: false,
+            done: false,
+            need_flush: false,
+            copied: 0,
+        }
+    }
 }
 
 impl OneWay {
@@ -79,12 +90,12 @@ impl OneWay {
             return Poll::Ready(Ok(self.copied));
         }
         loop {
-            while self.buf.has_remaining() {
-                let n = ready!(writer.as_mut().poll_write(cx, self.buf.chunk()))?;
+            while !self.buf.is_empty() {
+                let n = ready!(writer.as_mut().poll_write(cx, self.buf.bytes()))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.buf.advance(n);
+                self.buf.take(n);
                 self.copied += n as u64;
                 self.need_flush = true;
             }
@@ -92,23 +103,14 @@ impl OneWay {
                 ready!(writer.as_mut().poll_flush(cx))?;
                 ready!(writer.as_mut().poll_shutdown(cx))?;
                 self.done = true;
-                self.buf = BytesMut::new();
+                self.buf.release();
                 return Poll::Ready(Ok(self.copied));
             }
-            let size = self.size.max(FIRST);
-            // Empty here: this takes back the room written out, or allocates (nothing to copy).
-            self.buf.clear();
-            self.buf.reserve(size);
-            match tokio_util::io::poll_read_buf(reader.as_mut(), cx, &mut self.buf) {
+            match self.buf.poll_fill(cx, reader.as_mut()) {
                 Poll::Ready(Ok(0)) => self.read_done = true,
-                Poll::Ready(Ok(n)) => {
-                    if n >= size && size < MOST {
-                        self.size = (size * 2).min(MOST);
-                    }
-                }
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    self.buf = BytesMut::new();
                     if self.need_flush {
                         // The reader may be waiting for what the writer still holds.
                         ready!(writer.as_mut().poll_flush(cx))?;
@@ -169,7 +171,7 @@ mod tests {
         let poll = way.poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut sink));
         assert!(poll.is_pending());
         assert_eq!(way.copied, 1 << 20);
-        assert_eq!(way.size, MOST, "the buffer grew to the most");
+        assert_eq!(way.buf.size(), MOST, "the buffer grew to the most");
         assert_eq!(way.buf.capacity(), 0, "an idle buffer is given back");
 
         let mut quiet = OneWay::default();
@@ -177,7 +179,11 @@ mod tests {
         let poll = quiet.poll(&mut cx, Pin::new(&mut reader), Pin::new(&mut sink));
         assert!(poll.is_pending());
         assert_eq!(quiet.copied, 5);
-        assert_eq!(quiet.size, 0, "a short read does not grow the buffer");
+        assert_eq!(
+            quiet.buf.size(),
+            FIRST,
+            "a short read does not grow the buffer"
+        );
         assert_eq!(quiet.buf.capacity(), 0);
     }
 

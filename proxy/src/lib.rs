@@ -23,6 +23,7 @@ pub mod read_ahead;
 mod route_exec;
 mod route_l7;
 pub mod sni;
+mod stream_buf;
 pub mod tls;
 pub mod xds;
 

@@ -9,10 +9,11 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::stream_buf::StreamBuf;
 
 /// The first buffer: a handshake flight or a few small records.
 pub(crate) const FIRST: usize = 4 * 1024;
@@ -23,21 +24,15 @@ pub(crate) const MOST: usize = 64 * 1024 + 512;
 #[derive(Debug)]
 pub struct ReadAhead<IO> {
     io: IO,
-    buf: BytesMut,
-    size: usize,
+    buf: StreamBuf,
 }
 
 impl<IO> ReadAhead<IO> {
     pub fn new(io: IO) -> Self {
         Self {
             io,
-            buf: BytesMut::new(),
-            size: FIRST,
+            buf: StreamBuf::new(FIRST, MOST),
         }
-    }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.io
     }
 }
 
@@ -48,31 +43,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReadAhead<IO> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.buf.has_remaining() {
-            let size = this.size;
-            this.buf.clear();
-            this.buf.reserve(size);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
-                Poll::Pending => {
-                    this.buf = BytesMut::new();
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => {
-                    this.buf = BytesMut::new();
-                    return Poll::Ready(Err(e));
-                }
-                // The end of the stream: nothing is put in `out`.
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(n)) => {
-                    if n >= size {
-                        this.size = (size * 2).min(MOST);
-                    }
-                }
+        if this.buf.is_empty() {
+            // At the end of the stream nothing is put in `out`.
+            if ready!(this.buf.poll_fill(cx, Pin::new(&mut this.io)))? == 0 {
+                return Poll::Ready(Ok(()));
             }
         }
-        let n = out.remaining().min(this.buf.remaining());
-        out.put_slice(&this.buf[..n]);
-        this.buf.advance(n);
+        let n = out.remaining().min(this.buf.bytes().len());
+        out.put_slice(&this.buf.bytes()[..n]);
+        this.buf.take(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -127,7 +106,11 @@ mod tests {
             got.extend_from_slice(&chunk[..n]);
         }
         assert!(got == data, "the bytes differ");
-        assert_eq!(ahead.size, MOST, "reads that filled the buffer grew it");
+        assert_eq!(
+            ahead.buf.size(),
+            MOST,
+            "reads that filled the buffer grew it"
+        );
 
         // Nothing more to read: the next read is pending and the buffer is given back.
         let waker = futures::task::noop_waker();
