@@ -126,8 +126,9 @@ fn an_auto_registered_host_appears_to_others_and_leaves_after_its_grace_period()
     assert!(describe.contains("auto-registration"), "{describe}");
 
     // The agent leaves: the endpoint stays for the grace period, then goes.
-    vm_agent.stop().unwrap();
+    // Timed from before the stop: the agent's stream ends while `stop` waits for it to exit.
     let stopped = Instant::now();
+    vm_agent.stop().unwrap();
     std::thread::sleep(GRACE / 2);
     assert_eq!(
         front_endpoints(&front),
