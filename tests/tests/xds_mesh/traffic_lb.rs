@@ -210,17 +210,9 @@ async fn without_outlier_detection_locality_is_ignored_as_in_istio() {
 #[tokio::test]
 async fn max_requests_per_connection_retires_upstream_connections() {
     let (v1, v2) = apps().await;
-    let vs = format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop, namespace: demo}}
-spec:
-  hosts: [{SHOP}]
-  http:
-  - route:
-    - destination: {{host: {SHOP}, subset: v1}}
-"
-    );
+    let vs = vs(&format!(
+        "  - route:\n    - destination: {{host: {SHOP}, subset: v1}}\n"
+    ));
     let policy = rule("    connectionPool:\n      http: {maxRequestsPerConnection: 3}") + &vs;
     let world = TrafficWorld::start([&v1, &v2], &policy).await;
     let inbound = |w: &TrafficWorld| {
